@@ -1,0 +1,140 @@
+"""The Parquet results store: one row per pipeline per trained epoch, written atomically.
+
+Like Optuna's storages, the store is the single source of truth of a run: the optimizer re-reads it
+to decide, the tuner re-reads it to resume, the leaderboard reads it to rank. Each append rewrites the
+file through a temporary file and ``os.replace``, so a crash leaves either the old or the new file,
+never a torn one. Runs hold at most a few thousand rows, so rewriting is cheaper than it sounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from qtt_cli.space.config import PipelineConfig
+
+RESULTS_FILE = "results.parquet"
+
+HYPERPARAMETER_COLUMNS = tuple(f.name for f in dataclasses.fields(PipelineConfig))
+METRIC_COLUMNS = (
+    "epoch",  # 1-based epoch this row reports
+    "val_top1",  # validation top-1 accuracy in percent (0-100), as in the Quick-Tune meta-dataset
+    "val_loss",
+    "train_loss",
+    "cost_s",  # seconds of training + evaluation spent on this epoch
+    "wall_time",  # UTC time the row was recorded
+    "step",  # index of the tuner step that produced the row
+    "status",  # ok | failed | diverged | interrupted
+    "error",
+)
+COLUMNS = ("pipeline_id",) + HYPERPARAMETER_COLUMNS + METRIC_COLUMNS
+
+def _pandas_dtype(annotation: str) -> str:
+    """Nullable pandas dtype of a PipelineConfig field, so that inactive hyperparameters (None) keep
+    the column's type in Parquet instead of turning it into an untyped column."""
+    for prefix, dtype in (("bool", "boolean"), ("int", "Int64"), ("float", "float64"), ("str", "string")):
+        if str(annotation).startswith(prefix):
+            return dtype
+    raise TypeError(f"no Parquet type for annotation {annotation!r}")
+
+
+_DTYPES: dict[str, str] = {
+    **{f.name: _pandas_dtype(f.type) for f in dataclasses.fields(PipelineConfig)},
+    "pipeline_id": "string",
+    "epoch": "Int64",
+    "val_top1": "float64",
+    "val_loss": "float64",
+    "train_loss": "float64",
+    "cost_s": "float64",
+    "step": "Int64",
+    "status": "string",
+    "error": "string",
+}
+
+
+class ResultsStore:
+    """Append-only table of epoch results of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / RESULTS_FILE
+        self._frame: pd.DataFrame | None = None
+
+    def load(self) -> pd.DataFrame:
+        """All rows recorded so far (an empty frame with the right columns for a new run)."""
+        if self._frame is None:
+            if self.path.exists():
+                self._frame = pd.read_parquet(self.path)
+            else:
+                self._frame = _empty_frame()
+        return self._frame.copy()
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Add rows and persist atomically. Unknown columns are an error, missing ones are null."""
+        rows = list(rows)
+        if not rows:
+            return
+        for row in rows:
+            unknown = set(row) - set(COLUMNS)
+            if unknown:
+                raise ValueError(f"unknown result column(s): {sorted(unknown)}")
+        new = _typed(pd.DataFrame([{c: row.get(c) for c in COLUMNS} for row in rows], columns=list(COLUMNS)))
+        current = self.load()
+        frame = new if current.empty else pd.concat([current, new], ignore_index=True)
+        tmp = self.path.with_suffix(".parquet.tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(tmp, index=False)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        self._frame = frame
+
+
+def make_rows(
+    pipeline_id: str,
+    config: PipelineConfig,
+    epochs: Iterable[Any],
+    *,
+    step: int,
+    status: str,
+    error: str | None,
+    wall_time: pd.Timestamp,
+    failed_epoch: int | None = None,
+) -> list[dict[str, Any]]:
+    """Rows for one worker step: one per completed epoch, plus one without metrics for a step that
+    failed or diverged before completing an epoch (so that failures are visible in the store)."""
+    base = {"pipeline_id": pipeline_id, **config.to_dict(), "step": step, "wall_time": wall_time}
+    rows = [
+        {
+            **base,
+            "epoch": e.epoch,
+            "val_top1": e.val_top1,
+            "val_loss": e.val_loss,
+            "train_loss": e.train_loss,
+            "cost_s": e.cost_s,
+            "status": "ok",
+            "error": None,
+        }
+        for e in epochs
+    ]
+    if status in ("failed", "diverged"):
+        if rows:
+            rows[-1]["status"], rows[-1]["error"] = status, error
+        else:
+            rows.append({**base, "epoch": failed_epoch, "status": status, "error": error})
+    return rows
+
+
+def _empty_frame() -> pd.DataFrame:
+    return _typed(pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS}))
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    for column, dtype in _DTYPES.items():
+        frame[column] = frame[column].astype(dtype)
+    frame["wall_time"] = pd.to_datetime(frame["wall_time"], utc=True)
+    return frame
