@@ -1,1 +1,25 @@
 """Image-folder datasets: discovery and validation, the decode-once cache, meta-features, transforms."""
+
+from .cache import CachedImages, ImageCache, build_cache, dataset_fingerprint, decode_image
+from .discovery import IMAGE_EXTENSIONS, DatasetError, DatasetSplits, Sample, discover
+from .loader import make_loader
+from .meta import MetaFeatures, meta_features
+from .transforms import eval_transform, train_transform
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "CachedImages",
+    "DatasetError",
+    "DatasetSplits",
+    "ImageCache",
+    "MetaFeatures",
+    "Sample",
+    "build_cache",
+    "dataset_fingerprint",
+    "decode_image",
+    "discover",
+    "eval_transform",
+    "make_loader",
+    "meta_features",
+    "train_transform",
+]
