@@ -26,6 +26,13 @@ from typing import Any
 from qtt_cli.store.results import ResultsStore
 
 
+LOCK_FILE = ".lock"
+
+
+def _has_content(folder: Path) -> bool:
+    return any(child.name != LOCK_FILE for child in folder.iterdir())
+
+
 class RunDirError(RuntimeError):
     """The run directory cannot be used as asked (busy, incompatible, not a qtt run)."""
 
@@ -77,23 +84,32 @@ class RunDir:
     def exists(self) -> bool:
         return self.run_file.exists()
 
-    def prepare(self, *, overwrite: bool = False) -> None:
-        """Create the directory tree; with ``overwrite`` remove a previous qtt run first.
-
-        Only a directory that is a qtt run (has run.json) or is empty is ever removed, so a typo in
-        ``--out`` cannot wipe an unrelated folder.
-        """
-        if overwrite and self.root.exists():
-            if not self.exists() and any(self.root.iterdir()):
-                raise RunDirError(
-                    f"{self.root} is not empty and is not a qtt run directory; refusing to overwrite it. "
-                    "Choose another --out."
-                )
-            shutil.rmtree(self.root)
-        if self.root.exists() and not self.exists() and any(self.root.iterdir()):
+    def check_usable(self, *, overwrite: bool = False) -> None:
+        """Refuse a directory that is neither empty nor a qtt run, so a typo in ``--out`` cannot
+        write into (or, with ``--overwrite``, wipe) an unrelated folder."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RunDirError(f"{self.root} is a file, not a directory. Choose another --out.")
+        if self.root.exists() and not self.exists() and _has_content(self.root):
+            action = "overwrite it" if overwrite else "use it"
             raise RunDirError(
-                f"{self.root} exists, is not empty and is not a qtt run directory. Choose another --out."
+                f"{self.root} is not empty and is not a qtt run directory; refusing to {action}. "
+                "Choose another --out."
             )
+
+    def prepare(self, *, overwrite: bool = False) -> None:
+        """Create the directory tree; with ``overwrite`` first remove a previous run's files.
+
+        Call with the run lock held: the lock file itself survives the overwrite.
+        """
+        self.check_usable(overwrite=overwrite)
+        if overwrite and self.root.exists():
+            for child in self.root.iterdir():
+                if child.name == LOCK_FILE:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         for folder in (self.root, self.checkpoints, self.cache, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -114,7 +130,9 @@ class RunDir:
         write_json_atomic(self.state_file, state.__dict__)
 
     def lock(self) -> RunLock:
-        return RunLock(self.root / ".lock")
+        """Exclusive lock on the run; creates the directory if needed (call check_usable first)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return RunLock(self.root / LOCK_FILE)
 
 
 class RunLock:

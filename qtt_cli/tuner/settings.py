@@ -1,0 +1,95 @@
+"""Everything that defines a `qtt tune` run, as one frozen value saved in run.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+OPTIMIZERS = ("random",)
+
+# Settings that may change when a run is resumed; all others must match the saved run.
+RESUMABLE_CHANGES = ("budget_s", "max_steps", "device", "num_workers", "keep_best")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """Arguments of :func:`qtt_cli.tuner.tune`.
+
+    Args:
+        dataset: image folder (``train/val/test`` or one folder per class).
+        out: run directory; everything the run writes stays inside it.
+        budget_s: seconds of search (dataset preparation is not counted).
+        hub: ``auto`` (``quicktune`` with a GPU, ``tiny`` without), a built-in hub name or a YAML file.
+        weights: ``pretrained``, ``random`` or a folder of local checkpoint files.
+        optimizer: which optimizer chooses the steps.
+        delta_t: epochs per freeze-thaw step.
+        max_epochs: epochs at which a pipeline is finished; the LR schedule spans them.
+        max_steps: stop after this many steps in total (over all sessions of the run).
+        max_input_size: cap on the input side (pixels), for CPU runs.
+        space_file: YAML file restricting/extending the search space.
+        keep_best: how many pipelines keep their best weights on disk (plus those still in training).
+    """
+
+    dataset: Path
+    out: Path
+    budget_s: float
+    hub: str = "auto"
+    weights: str = "pretrained"
+    optimizer: str = "random"
+    delta_t: int = 1
+    max_epochs: int = 50
+    seed: int = 0
+    max_steps: int | None = None
+    val_fraction: float = 0.2
+    max_input_size: int | None = None
+    space_file: Path | None = None
+    device: str | None = None
+    num_workers: int = 0
+    keep_best: int = 3
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.budget_s <= 0:
+            problems.append("budget must be positive")
+        if self.delta_t < 1:
+            problems.append("--delta-t must be >= 1")
+        if self.max_epochs < 1:
+            problems.append("--max-epochs must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append("--max-steps must be >= 1")
+        if not 0.0 < self.val_fraction < 1.0:
+            problems.append("--val-fraction must be between 0 and 1")
+        if self.max_input_size is not None and self.max_input_size < 16:
+            problems.append("--max-input-size must be >= 16")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.keep_best < 1:
+            problems.append("--keep-best must be >= 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for key in ("dataset", "out", "space_file"):
+            if data[key] is not None:
+                data[key] = str(Path(data[key]).resolve())
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], **overrides: Any) -> TuneSettings:
+        data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+        for key in ("dataset", "out", "space_file"):
+            if data.get(key) is not None:
+                data[key] = Path(data[key])
+        return cls(**data)
+
+    def differences(self, saved: dict[str, Any]) -> list[str]:
+        """Settings that differ from a saved run and may not change on resume."""
+        mine = self.to_json()
+        return [
+            f"{key}: run has {saved.get(key)!r}, now {mine[key]!r}"
+            for key in mine
+            if key not in RESUMABLE_CHANGES and key != "out" and saved.get(key) != mine[key]
+        ]

@@ -1,0 +1,331 @@
+"""The tuning loop: prepare everything that can fail, then ask -> train -> record until the budget ends.
+
+The tuner only loops. The optimizer decides (from the store's history), the worker trains, the store
+records. Everything that can be wrong with the user's input (dataset, hub, search space, weights, run
+directory) is checked in :func:`prepare`, before the budget starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from qtt_cli import __version__
+from qtt_cli.data import ImageCache, build_cache, discover, meta_features
+from qtt_cli.hub import Hub, Weights, ensure_weights_available, load_hub, parse_weights
+from qtt_cli.optimizer import Optimizer, PipelineState, RandomSearch, Suggestion, pipeline_states
+from qtt_cli.space import build_space, load_space
+from qtt_cli.store import RunDir, RunDirError, make_rows
+from qtt_cli.store.rundir import RunLock, RunState
+from qtt_cli.tuner.events import Reporter, SilentReporter, StepEvent, TuneSummary
+from qtt_cli.tuner.settings import TuneSettings
+from qtt_cli.worker import FinetuneWorker, StepResult
+
+log = logging.getLogger("qtt")
+
+
+@dataclass
+class PreparedRun:
+    """A run whose inputs are validated and whose dataset is decoded; the budget has not started."""
+
+    settings: TuneSettings
+    run_dir: RunDir
+    hub: Hub
+    weights: Weights
+    cache: ImageCache
+    optimizer: Optimizer
+    worker: FinetuneWorker
+    info: dict[str, Any]
+    lock: RunLock  # held from prepare() until the search ends
+
+    def close(self) -> None:
+        self.lock.__exit__(None, None, None)
+
+
+def resolve_hub_name(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "quicktune" if torch.cuda.is_available() else "tiny"
+
+
+def cache_side(hub: Hub, max_input_size: int | None) -> int:
+    """Side of the decoded-image cache: large enough for every model's input, capped for CPU runs."""
+    side = max(spec.input_size for spec in hub.models)
+    return min(side, max_input_size) if max_input_size else side
+
+
+def prepare(settings: TuneSettings, *, overwrite: bool = False, reporter: Reporter | None = None) -> PreparedRun:
+    """Validate inputs, lock and set up (or reopen) the run directory, decode the dataset once.
+
+    Nothing is written before every input has been checked. The returned run holds the run
+    directory's lock; release it with ``close()``.
+
+    Raises DatasetError, HubError, SpaceFileError, WeightsUnavailableError or RunDirError with a
+    message meant for the user.
+    """
+    reporter = reporter or SilentReporter()
+    splits = discover(settings.dataset, val_fraction=settings.val_fraction, seed=settings.seed)
+    hub = load_hub(resolve_hub_name(settings.hub))
+    space = (
+        load_space(settings.space_file, hub.names) if settings.space_file else build_space(hub.names)
+    )
+    weights = parse_weights(settings.weights)
+    ensure_weights_available(hub, weights)
+
+    run_dir = RunDir(settings.out)
+    run_dir.check_usable(overwrite=overwrite)
+    if run_dir.exists() and not overwrite:
+        saved = run_dir.read_run()["settings"]
+        differences = settings.differences(saved)
+        if differences:
+            raise RunDirError(
+                f"{run_dir.root} holds a run with other settings ({'; '.join(differences)}). "
+                "Resume it with the same settings (`qtt resume RUNDIR`), use --overwrite to start over, "
+                "or choose another --out."
+            )
+    lock = run_dir.lock().__enter__()
+    try:
+        return _prepare_locked(settings, run_dir, hub, space, weights, splits, overwrite, reporter, lock)
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
+
+
+def _prepare_locked(settings, run_dir, hub, space, weights, splits, overwrite, reporter, lock) -> PreparedRun:
+    run_dir.prepare(overwrite=overwrite)
+    _attach_log_file(run_dir.logs / "tune.log")
+
+    side = cache_side(hub, settings.max_input_size)
+    reporter.message(f"decoding {len(splits.train) + len(splits.val)} images once into {run_dir.cache} ...")
+    cache = build_cache(splits, run_dir.cache, side)
+    features = meta_features(cache)
+    info = {
+        "qtt_version": __version__,
+        "settings": settings.to_json(),
+        "hub": hub.name,
+        "models": list(hub.names),
+        "classes": list(cache.classes),
+        "meta_features": features.to_dict(),
+        "cache_side": side,
+        "splits": {
+            "train": len(cache.train),
+            "val": len(cache.val),
+            "test": len(cache.test) if cache.test is not None else 0,
+        },
+        "skipped_files": len(cache.skipped),
+    }
+    if run_dir.exists():
+        info["created"] = run_dir.read_run().get("created")
+    info.setdefault("created", pd.Timestamp.now(tz="UTC").isoformat())
+    run_dir.write_run(info)
+
+    optimizer = make_optimizer(settings, space)
+    worker = FinetuneWorker(
+        cache,
+        weights,
+        run_dir.checkpoints,
+        max_epochs=settings.max_epochs,
+        max_input_size=settings.max_input_size,
+        device=settings.device,
+        seed=settings.seed,
+        num_workers=settings.num_workers,
+    )
+    return PreparedRun(settings, run_dir, hub, weights, cache, optimizer, worker, info, lock)
+
+
+def make_optimizer(settings: TuneSettings, space) -> Optimizer:
+    if settings.optimizer == "random":
+        return RandomSearch(space, max_epochs=settings.max_epochs, delta_t=settings.delta_t, seed=settings.seed)
+    raise ValueError(f"unknown optimizer {settings.optimizer!r}")
+
+
+def tune(settings: TuneSettings, *, overwrite: bool = False, reporter: Reporter | None = None) -> TuneSummary:
+    """Run (or resume) a search: the Python API behind `qtt tune`."""
+    reporter = reporter or SilentReporter()
+    run = prepare(settings, overwrite=overwrite, reporter=reporter)
+    try:
+        return search(run, reporter)
+    finally:
+        run.close()
+
+
+def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
+    """The budgeted loop. Ctrl-C ends it cleanly: only the step in flight is lost."""
+    settings, run_dir = run.settings, run.run_dir
+    store = run_dir.store
+    state = run_dir.read_state()
+    state.sessions += 1
+    run_dir.write_state(state)
+    reporter.prepared({**run.info, "used_s": state.used_s, "steps": state.steps})
+    log.info("session %d: budget %.0fs, %.0fs used before", state.sessions, settings.budget_s, state.used_s)
+
+    session_start = time.monotonic()
+    used_before = state.used_s
+    reason = "budget"
+
+    def used() -> float:
+        return used_before + (time.monotonic() - session_start)
+
+    try:
+        while True:
+            if used() >= settings.budget_s:
+                reason = "budget"
+                break
+            if settings.max_steps is not None and state.steps >= settings.max_steps:
+                reason = "max_steps"
+                break
+            pipelines = pipeline_states(store.load())
+            suggestion = run.optimizer.ask(pipelines)
+            if suggestion is None:
+                reason = "exhausted"
+                break
+            deadline = time.monotonic() + (settings.budget_s - used())
+            reporter.step_started(
+                state.steps, suggestion.pipeline_id, suggestion.config.model,
+                suggestion.start_epoch, suggestion.end_epoch,
+            )
+            result = run.worker.step(
+                suggestion.pipeline_id,
+                suggestion.config,
+                suggestion.start_epoch,
+                suggestion.end_epoch,
+                deadline=deadline,
+            )
+            _record(store, suggestion, result, state.steps)
+            state.steps += 1
+            state.used_s = used()
+            run_dir.write_state(state)
+            pipelines = pipeline_states(store.load())
+            _retain_checkpoints(run, pipelines)
+            reporter.step_finished(_step_event(suggestion, result, state, pipelines, settings.budget_s))
+            _log_step(suggestion, result)
+    except KeyboardInterrupt:
+        reason = "interrupted"
+        log.warning("interrupted by the user; the step in flight was discarded")
+    finally:
+        state.used_s = min(used(), max(settings.budget_s, state.used_s))
+        run_dir.write_state(state)
+
+    summary = summarize(run_dir, reason=reason, state=state, budget_s=settings.budget_s)
+    reporter.finished(summary)
+    return summary
+
+
+def summarize(run_dir: RunDir, *, reason: str, state: RunState, budget_s: float) -> TuneSummary:
+    pipelines = pipeline_states(run_dir.store.load())
+    best = _best(pipelines)
+    return TuneSummary(
+        run_dir=run_dir.root,
+        reason=reason,
+        steps=state.steps,
+        pipelines=len(pipelines),
+        failed_pipelines=sum(not p.alive for p in pipelines.values()),
+        used_s=round(state.used_s, 3),
+        budget_s=budget_s,
+        best_pipeline=best.pipeline_id if best else None,
+        best_model=best.config.model if best else None,
+        best_val_top1=best.best if best else None,
+        best_epoch=(best.curve.index(best.best) + 1) if best else None,
+    )
+
+
+def _record(store, suggestion: Suggestion, result: StepResult, step: int) -> None:
+    rows = make_rows(
+        suggestion.pipeline_id,
+        suggestion.config,
+        result.epochs,
+        step=step,
+        status=result.status,
+        error=result.error,
+        wall_time=pd.Timestamp.now(tz="UTC"),
+        failed_epoch=suggestion.start_epoch + 1,
+    )
+    if result.status == "interrupted" and rows:
+        rows[-1]["status"] = "interrupted"
+    store.append(rows)
+
+
+def _best(pipelines: Mapping[str, PipelineState]) -> PipelineState | None:
+    scored = [p for p in pipelines.values() if p.best is not None]
+    return max(scored, key=lambda p: p.best) if scored else None
+
+
+def _retain_checkpoints(run: PreparedRun, pipelines: Mapping[str, PipelineState]) -> None:
+    """Keep the latest checkpoint of pipelines the optimizer may continue and the best weights of the
+    top ``keep_best`` pipelines; delete the rest so long runs do not fill the disk."""
+    continuable = run.optimizer.may_continue(pipelines)
+    ranked = sorted((p for p in pipelines.values() if p.best is not None), key=lambda p: -p.best)
+    top = {p.pipeline_id for p in ranked[: run.settings.keep_best]}
+    for pid, pipeline in pipelines.items():
+        if pid in continuable:
+            run.worker.prune_checkpoints(pid, keep_epoch=pipeline.epochs)
+        elif pid in top:
+            run.worker.prune_checkpoints(pid, keep_epoch=None)
+        else:
+            run.worker.remove_pipeline(pid, keep_best=False)
+
+
+def _step_event(
+    suggestion: Suggestion, result: StepResult, state: RunState, pipelines, budget_s: float
+) -> StepEvent:
+    best = _best(pipelines)
+    last = result.epochs[-1] if result.epochs else None
+    return StepEvent(
+        step=state.steps,
+        pipeline_id=suggestion.pipeline_id,
+        model=suggestion.config.model,
+        start_epoch=suggestion.start_epoch,
+        end_epoch=last.epoch if last else suggestion.start_epoch,
+        status=result.status,
+        val_top1=last.val_top1 if last else None,
+        cost_s=sum(e.cost_s for e in result.epochs),
+        error=result.error,
+        best_pipeline=best.pipeline_id if best else None,
+        best_val_top1=best.best if best else None,
+        used_s=state.used_s,
+        budget_s=budget_s,
+    )
+
+
+def _log_step(suggestion: Suggestion, result: StepResult) -> None:
+    for epoch in result.epochs:
+        log.info(
+            "%s %s epoch %d: val top-1 %.2f%%, val loss %.4f, %.1fs",
+            suggestion.pipeline_id, suggestion.config.model, epoch.epoch, epoch.val_top1,
+            epoch.val_loss, epoch.cost_s,
+        )
+    if result.status != "ok":
+        log.warning("%s %s: %s %s", suggestion.pipeline_id, suggestion.config.model, result.status,
+                    result.error or "")
+
+
+def _attach_log_file(path: Path) -> None:
+    """Log to the run's own file (configured when a run starts, never at import)."""
+    resolved = str(path.resolve())
+    if any(getattr(h, "baseFilename", None) == resolved for h in log.handlers):
+        return
+    for handler in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+        log.removeHandler(handler)
+        handler.close()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def resume(
+    run_dir: Path, *, budget_s: float | None = None, max_steps: int | None = None,
+    reporter: Reporter | None = None, **overrides: Any,
+) -> TuneSummary:
+    """Continue a run with its saved settings (optionally a new budget or step limit)."""
+    saved = RunDir(Path(run_dir)).read_run()["settings"]
+    settings = TuneSettings.from_json(saved, budget_s=budget_s, max_steps=max_steps, out=str(run_dir), **overrides)
+    return tune(settings, reporter=reporter)
