@@ -77,21 +77,30 @@ def discover(root: Path, val_fraction: float = 0.2, seed: int = 0) -> DatasetSpl
         raise DatasetError(f"dataset path {root} is not a directory; {EXPECTED_LAYOUT}")
 
     if (root / "train").is_dir():
-        train_by_class = _scan_classes(root / "train", what="train/")
-        val_by_class = _scan_classes(root / "val", what="val/") if (root / "val").is_dir() else None
-        test_by_class = _scan_classes(root / "test", what="test/") if (root / "test").is_dir() else None
+        layout = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
+        where = {name: f"{name}/ ({folder})" for name, folder in layout.items()}
     else:
         subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
         if subdirs and subdirs <= {"val", "test"}:
-            found = " and ".join(f"{d}/" for d in sorted(subdirs))
-            raise DatasetError(f"found {found} but no train/ in {root}; {EXPECTED_LAYOUT}")
-        train_by_class = _scan_classes(root, what="the dataset folder")
-        val_by_class = test_by_class = None
+            present = " and ".join(f"{d}/" for d in sorted(subdirs))
+            raise DatasetError(f"found {present} but no train/ in {root}; {EXPECTED_LAYOUT}")
+        layout = {"train": root}
+        where = {"train": f"the dataset folder ({root})"}
+    found = {name: _scan_classes(folder, where[name]) for name, folder in layout.items()}
+    train_by_class, val_by_class, test_by_class = (found.get(n) for n in ("train", "val", "test"))
+    assert train_by_class is not None
 
     classes = sorted(train_by_class)
+    if len(classes) == 1:
+        raise DatasetError(
+            f"found a single class folder {classes[0]!r} in {where['train']}; classification needs at least "
+            f"two class folders; {EXPECTED_LAYOUT}"
+        )
     for name, other in (("val", val_by_class), ("test", test_by_class)):
         if other is not None:
             _check_same_classes(classes, sorted(other), name)
+    for name, by_class in found.items():
+        _check_not_empty(by_class, where[name])
 
     if val_by_class is None:
         train_by_class, val_by_class = _stratified_split(train_by_class, val_fraction, seed)
@@ -108,28 +117,24 @@ def discover(root: Path, val_fraction: float = 0.2, seed: int = 0) -> DatasetSpl
     )
 
 
-def _scan_classes(folder: Path, *, what: str) -> dict[str, list[Path]]:
-    """Map each visible sub-folder of ``folder`` to its sorted image files, rejecting unusable sets."""
+def _scan_classes(folder: Path, where: str) -> dict[str, list[Path]]:
+    """Map each visible sub-folder of ``folder`` to its sorted image files; no sub-folder is an error."""
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         loose = sum(1 for p in folder.iterdir() if is_image_file(p))
         found = f"{loose} loose image file(s) and no class folders" if loose else "no class folders"
-        raise DatasetError(f"found {found} in {what} ({folder}); {EXPECTED_LAYOUT}")
-    by_class = {d.name: sorted(p for p in d.iterdir() if is_image_file(p)) for d in class_dirs}
-    if len(by_class) == 1:
-        (name,) = by_class
-        raise DatasetError(
-            f"found a single class folder {name!r} in {what} ({folder}); classification needs at least "
-            f"two class folders; {EXPECTED_LAYOUT}"
-        )
+        raise DatasetError(f"found {found} in {where}; {EXPECTED_LAYOUT}")
+    return {d.name: sorted(p for p in d.iterdir() if is_image_file(p)) for d in class_dirs}
+
+
+def _check_not_empty(by_class: dict[str, list[Path]], where: str) -> None:
     empty = [name for name, files in by_class.items() if not files]
     if empty:
         exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
         raise DatasetError(
-            f"class folder(s) without images in {what} ({folder}): {_names(empty)}; "
+            f"class folder(s) without images in {where}: {_names(empty)}; "
             f"add images ({exts}) or remove the folder(s)"
         )
-    return by_class
 
 
 def _check_same_classes(train: Sequence[str], other: Sequence[str], split: str) -> None:

@@ -1,0 +1,49 @@
+"""Shared pytest fixtures. Keep each fixture small, documented, and as narrow in scope as it can be."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_script(relative: str) -> ModuleType:
+    """Import a script of the repo (not a package module) by path, once."""
+    name = "_qtt_" + Path(relative).stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / relative)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def make_dataset() -> ModuleType:
+    """``examples/make_dataset.py`` as a module (``load_source``, ``write_image_folder``, ...)."""
+    return _load_script("examples/make_dataset.py")
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory, make_dataset) -> Path:
+    """scikit-learn digits as PNGs, flat layout ``<class>/*.png``, 20 images per class (200 in all).
+
+    Session-scoped and shared: tests must not modify it (copy it first, e.g. with ``shutil.copytree``).
+    """
+    out = tmp_path_factory.mktemp("digits") / "digits"
+    make_dataset.make_dataset("digits", out, layout="flat", per_class=20, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_split_dir(tmp_path_factory, make_dataset) -> Path:
+    """scikit-learn digits as PNGs, ``train|val|test/<class>/*.png``, 20 per class (12/4/4). Read-only."""
+    out = tmp_path_factory.mktemp("digits_split") / "digits"
+    make_dataset.make_dataset("digits", out, layout="split", per_class=20, seed=0)
+    return out
