@@ -1,0 +1,2 @@
+from qtt_cli.cli.app import main
+main()

@@ -1,0 +1,111 @@
+"""`qtt leaderboard`, `qtt export-best` and `qtt predict`: getting results out of a run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from qtt_cli.cli.errors import fail, user_errors
+
+RunDirArg = Annotated[Path, typer.Argument(help="Run directory of `qtt tune`.")]
+
+
+def leaderboard_command(
+    run_dir: RunDirArg,
+    top: Annotated[int | None, typer.Option(help="Show only the N best pipelines.")] = None,
+    test: Annotated[
+        Path | None, typer.Option(help="Folder of labelled test images (DIR/<class>/*) to score the kept best weights on.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON records on stdout.")] = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
+) -> None:
+    """Rank the pipelines of a run by their best validation top-1."""
+    from qtt_cli.report import leaderboard
+    from qtt_cli.store import RunDir
+
+    with user_errors():
+        if json_output and csv_output:
+            fail("choose one of --json and --csv")
+        RunDir(run_dir).read_run()
+        table = leaderboard(run_dir, top=top)
+        if test is not None:
+            from qtt_cli.export import score_on_folder
+
+            scores = score_on_folder(run_dir, test, list(table["pipeline_id"]))
+            table["test_top1"] = table["pipeline_id"].map(scores)
+    if json_output:
+        typer.echo(table.to_json(orient="records", indent=2))
+    elif csv_output:
+        typer.echo(table.to_csv(index=False), nl=False)
+    else:
+        _print_table(table)
+
+
+def _print_table(table) -> None:
+    console = Console()
+    if table.empty:
+        console.print("no results yet")
+        return
+    view = Table(header_style="bold")
+    columns = [c for c in table.columns if c not in ("error", "val_loss_at_best")]
+    for column in columns:
+        view.add_column(column, justify="right" if column in ("rank", "best_val_top1", "test_top1", "cost_s") else "left")
+    for record in table.to_dict(orient="records"):
+        view.add_row(*(_cell(column, record[column]) for column in columns))
+    console.print(view)
+
+
+def _cell(column: str, value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if column in ("best_val_top1", "test_top1"):
+        return f"{value:.2f}"
+    if column == "cost_s":
+        return f"{value:.1f}"
+    return str(value)
+
+
+def export_best_command(
+    run_dir: RunDirArg,
+    out: Annotated[Path, typer.Option(help="Folder to write the exported model to.")],
+    format: Annotated[str, typer.Option(help="safetensors, torchscript or onnx.")] = "safetensors",
+    pipeline: Annotated[str | None, typer.Option(help="Export this pipeline instead of the best one.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace files of an earlier export in --out.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the export's metadata on stdout.")] = False,
+) -> None:
+    """Write the best model of a run with everything needed to use it."""
+    from qtt_cli.export import export_best
+
+    with user_errors():
+        exported = export_best(run_dir, out, format=format, pipeline_id=pipeline, overwrite=overwrite)
+    if json_output:
+        typer.echo(json.dumps(exported, indent=2))
+    else:
+        typer.echo(f"exported {exported['pipeline_id']} ({exported['model']}, val top-1 "
+                   f"{exported['val_top1']:.2f}%) to {out}", err=True)
+
+
+def predict_command(
+    export_dir: Annotated[Path, typer.Argument(help="Folder written by `qtt export-best`.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files to classify.")],
+    top: Annotated[int, typer.Option(help="Classes shown per image.")] = 3,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout (all class probabilities).")] = False,
+) -> None:
+    """Classify images with an exported model."""
+    from qtt_cli.export import predict
+
+    with user_errors():
+        results = predict(export_dir, images)
+    if json_output:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    for item in results:
+        ranked = sorted(item["probabilities"].items(), key=lambda kv: -kv[1])[:top]
+        shown = ", ".join(f"{name} {p:.3f}" for name, p in ranked)
+        typer.echo(f"{item['image']}: {shown}")
