@@ -1,0 +1,353 @@
+"""The in-process finetuning worker: one freeze-thaw step of one pipeline.
+
+The predecessor started a new training process per epoch and read the score back from a CSV, paying process
+start, model build and loader start every step and turning every error into a score of 0. Here a step runs in
+the tuner's process: it builds (or restores) the pipeline, trains the requested epochs, evaluates and
+checkpoints after each, and returns a :class:`StepResult` whose status says what happened. A bad pipeline
+never raises; a wrong call (e.g. ``end_epoch > max_epochs``) does.
+
+Continuation is exact: a step that resumes from ``epoch-<s>.pt`` restores weights, optimizer, schedule, AMP
+scaler and RNG state and reseeds every generator per epoch from (seed, pipeline id, epoch), so k steps of one
+epoch give the same weights as one step of k epochs (bit for bit on a deterministic device).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import clip_grad_norm_
+
+from qtt_cli.data import ImageCache, eval_transform, make_loader, train_transform
+from qtt_cli.hub import Weights, create_model, parse_weights, preprocessing_for
+from qtt_cli.space.config import PipelineConfig
+
+from . import checkpoint, recipe, seeding
+from .freezing import FreezePlan, apply_freezing, set_train_mode
+from .results import EpochResult, StepResult
+
+
+class UnsupportedStrategyError(ValueError):
+    """The configuration switches on a finetuning strategy that the worker does not implement."""
+
+
+class _Interrupted(Exception):
+    """The deadline passed inside an epoch (internal control flow)."""
+
+
+class _Diverged(Exception):
+    """The loss became NaN or infinite (internal control flow)."""
+
+
+@dataclass
+class _Run:
+    """Everything a step trains with; built fresh or restored from a checkpoint."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    losses: recipe.LossRecipe
+    plan: FreezePlan
+    preprocessing: object
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    generator: torch.Generator
+    use_amp: bool
+    best_epoch: int | None = None
+    best_top1: float = -math.inf
+    history: list | None = None
+
+
+class FinetuneWorker:
+    """Trains pipelines on one cached dataset, a few epochs at a time.
+
+    Args:
+        cache: the decoded dataset (``qtt_cli.data.build_cache``); trains on ``train``, scores on ``val``.
+        weights: where pretrained weights come from (``qtt_cli.hub.parse_weights``).
+        checkpoint_root: folder of the per-pipeline checkpoint folders.
+        max_epochs: the maximum fidelity; LR schedules span it, and no step may go beyond it.
+        max_input_size: cap on the model input side (``qtt_cli.hub.preprocessing_for``).
+        device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; default CUDA when available, else CPU.
+        seed: base seed; each pipeline's randomness derives from (seed, pipeline id, epoch).
+        num_workers: data loader processes (0 = load in this process).
+        keep_epoch_checkpoints: keep every epoch checkpoint instead of only the latest of each pipeline.
+    """
+
+    def __init__(
+        self,
+        cache: ImageCache,
+        weights: Weights,
+        checkpoint_root: Path,
+        *,
+        max_epochs: int = 50,
+        max_input_size: int | None = None,
+        device: str | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        keep_epoch_checkpoints: bool = False,
+    ) -> None:
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.cache = cache
+        self.weights = weights
+        self.checkpoint_root = Path(checkpoint_root)
+        self.max_epochs = max_epochs
+        self.max_input_size = max_input_size
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.seed = seed
+        self.num_workers = num_workers
+        self.keep_epoch_checkpoints = keep_epoch_checkpoints
+        self.num_classes = len(cache.classes)
+
+    # ------------------------------------------------------------------ public API
+
+    def step(
+        self,
+        pipeline_id: str,
+        config: PipelineConfig,
+        start_epoch: int,
+        end_epoch: int,
+        deadline: float | None = None,
+    ) -> StepResult:
+        """Train ``pipeline_id`` from ``start_epoch`` to ``end_epoch`` completed epochs.
+
+        Args:
+            pipeline_id: names the checkpoint folder; a plain name (letters, digits, ``._-``).
+            config: the pipeline.
+            start_epoch: epochs already trained (0 = start from the pretrained model).
+            end_epoch: epochs trained when the step ends (<= ``max_epochs``).
+            deadline: a ``time.monotonic()`` value; past it, the running epoch is discarded and the step ends
+                with status ``interrupted``.
+
+        Returns:
+            The completed epochs and the status. Never raises for a bad pipeline.
+
+        Raises:
+            ValueError/TypeError: for impossible arguments (not for a pipeline that fails to train).
+        """
+        checkpoint.check_pipeline_id(pipeline_id)
+        if not isinstance(config, PipelineConfig):
+            raise TypeError(f"config must be a PipelineConfig, got {type(config).__name__}")
+        if not 0 <= start_epoch <= end_epoch <= self.max_epochs:
+            raise ValueError(f"need 0 <= start_epoch <= end_epoch <= max_epochs ({self.max_epochs}), "
+                             f"got start_epoch={start_epoch}, end_epoch={end_epoch}")
+        epochs: list[EpochResult] = []
+        notes: list[str] = []
+        try:
+            if config.unimplemented_strategies:
+                raise UnsupportedStrategyError(
+                    "finetuning strategies not implemented by this worker: "
+                    + ", ".join(config.unimplemented_strategies))
+            self._train(pipeline_id, config, start_epoch, end_epoch, deadline, epochs, notes)
+            return StepResult(pipeline_id, epochs, "ok", None, notes)
+        except _Interrupted:
+            return StepResult(pipeline_id, epochs, "interrupted", None, notes)
+        except _Diverged as e:
+            return StepResult(pipeline_id, epochs, "diverged", str(e), notes)
+        except Exception as e:  # a bad pipeline (or an OOM) must not take the tuner down
+            return StepResult(pipeline_id, epochs, "failed", f"{type(e).__name__}: {e}", notes)
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def prune_checkpoints(self, pipeline_id: str, keep_epoch: int | None) -> list[int]:
+        """Delete the epoch checkpoints of ``pipeline_id`` except ``keep_epoch``; return those deleted."""
+        return checkpoint.prune_checkpoints(self.checkpoint_root, pipeline_id, keep_epoch)
+
+    def remove_pipeline(self, pipeline_id: str, keep_best: bool) -> None:
+        """Delete all checkpoints of ``pipeline_id``; with ``keep_best`` its ``best.*`` files stay."""
+        checkpoint.remove_pipeline(self.checkpoint_root, pipeline_id, keep_best)
+
+    def checkpoint_path(self, pipeline_id: str, epoch: int) -> Path:
+        return checkpoint.epoch_path(self.checkpoint_root, pipeline_id, epoch)
+
+    # ------------------------------------------------------------------ the step
+
+    def _train(self, pid, config, start_epoch, end_epoch, deadline, epochs, notes) -> None:
+        if start_epoch == end_epoch:
+            return
+        _check_deadline(deadline)
+        t_setup = time.perf_counter()
+        run = self._prepare(pid, config, start_epoch, notes)
+        overhead = time.perf_counter() - t_setup
+        for e in range(start_epoch, end_epoch):
+            _check_deadline(deadline)
+            seeding.reseed(seeding.stable_seed(self.seed, pid, "epoch", e), run.generator)
+            lr = float(run.optimizer.param_groups[0]["lr"])
+            t0 = time.perf_counter()
+            train_loss = self._train_epoch(run, config, deadline)
+            if not math.isfinite(train_loss):
+                raise _Diverged(f"training loss is {train_loss} in epoch {e + 1}")
+            val_top1, val_loss = self._evaluate(run, deadline)
+            cost = time.perf_counter() - t0
+            if not math.isfinite(val_loss):
+                raise _Diverged(f"validation loss is {val_loss} after epoch {e + 1}")
+            run.scheduler.step(e + 1, val_top1)
+            t_save = time.perf_counter()
+            run.history.append({"epoch": e + 1, "lr": lr, "train_loss": train_loss, "val_top1": val_top1,
+                                "val_loss": val_loss, "cost_s": cost})
+            self._save(pid, config, run, e + 1, val_top1, val_loss)
+            overhead += time.perf_counter() - t_save
+            epochs.append(EpochResult(e + 1, val_top1, val_loss, train_loss, cost))
+        notes.append(f"step overhead outside epoch costs: {overhead:.2f} s (model build, checkpoints)")
+
+    def _prepare(self, pid: str, config: PipelineConfig, start_epoch: int, notes: list[str]) -> _Run:
+        state = None
+        if start_epoch > 0:
+            state = checkpoint.load_epoch(checkpoint.epoch_path(self.checkpoint_root, pid, start_epoch))
+            self._check_compatible(state, config, start_epoch)
+        seeding.reseed(seeding.stable_seed(self.seed, pid, "init"))
+        weights = parse_weights("random") if state is not None else self.weights
+        model = create_model(config.model, self.num_classes, weights, drop_rate=config.drop)
+        if state is not None:
+            model.load_state_dict(state["model"])
+        pre = preprocessing_for(model, self.max_input_size)
+        plan = apply_freezing(model, config.pct_to_freeze, config.linear_probing)
+        model.to(self.device)
+
+        optimizer = recipe.build_optimizer(model, config)
+        scheduler = recipe.build_scheduler(optimizer, config, self.max_epochs)
+        use_amp = config.amp and self.device.type == "cuda"
+        if config.amp and not use_amp:
+            notes.append(f"amp requested but not used on {self.device.type}: trained in float32")
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            recipe.load_scheduler_state(scheduler, state["scheduler"])
+            if use_amp and state["scaler"]:
+                scaler.load_state_dict(state["scaler"])
+
+        generator = torch.Generator()
+        if state is not None:
+            seeding.restore(state["rng"], generator)
+        train_images, val_images = self.cache.train, self.cache.val
+        batch_size = config.batch_size
+        if batch_size > len(train_images):
+            notes.append(f"batch_size {batch_size} > {len(train_images)} training images: "
+                         "one batch per epoch")
+        pin = self.device.type == "cuda"
+        # a last batch of one image breaks BatchNorm in train mode; drop it (timm drops every last batch)
+        drop_last = len(train_images) > batch_size and len(train_images) % batch_size == 1
+        train_loader = make_loader(train_images, train_transform(pre, config), batch_size, shuffle=True,
+                                   generator=generator, num_workers=self.num_workers, drop_last=drop_last,
+                                   pin_memory=pin)
+        val_loader = make_loader(val_images, eval_transform(pre), batch_size, shuffle=False, generator=None,
+                                 num_workers=self.num_workers, pin_memory=pin)
+        losses = recipe.build_loss(config, self.num_classes)
+        run = _Run(model, optimizer, scheduler, scaler, losses, plan, pre, train_loader, val_loader,
+        generator,
+                   use_amp, history=[])
+        if state is not None:
+            run.best_epoch = state["best"]["epoch"]
+            run.best_top1 = state["best"]["val_top1"]
+            run.history = list(state["history"])
+        return run
+
+    def _check_compatible(self, state: dict, config: PipelineConfig, start_epoch: int) -> None:
+        expected = {"epoch": start_epoch, "config": config.to_dict(), "num_classes": self.num_classes,
+                    "max_epochs": self.max_epochs, "seed": self.seed}
+        wrong = [k for k, v in expected.items() if state.get(k) != v]
+        if wrong:
+            raise ValueError(f"checkpoint of epoch {start_epoch} does not match this step "
+                             f"(differs in: {', '.join(wrong)}); continuing it would not be the same run")
+
+    def _train_epoch(self, run: _Run, config: PipelineConfig, deadline: float | None) -> float:
+        set_train_mode(run.model, run.plan)
+        device = self.device
+        trainable = [p for p in run.model.parameters() if p.requires_grad]
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
+        for x, y in run.train_loader:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            target = y
+            if run.losses.mixup is not None:
+                x, target = recipe.mix_batch(run.losses.mixup, x, y)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=run.use_amp):
+                out = run.model(x)
+                loss = run.losses.train_loss(out, target)
+            run.optimizer.zero_grad(set_to_none=True)
+            run.scaler.scale(loss).backward()
+            if config.clip_grad is not None:
+                run.scaler.unscale_(run.optimizer)
+                clip_grad_norm_(trainable, config.clip_grad)
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            total += loss.detach().double() * len(x)
+            seen += len(x)
+            _check_deadline(deadline)
+        if seen == 0:
+            raise RuntimeError("the training split gave no batches")
+        return float(total.item() / seen)
+
+    def _evaluate(self, run: _Run, deadline: float | None) -> tuple[float, float]:
+        run.model.eval()
+        device = self.device
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
+        with torch.inference_mode():
+            for x, y in run.val_loader:
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=run.use_amp):
+                    out = run.model(x)
+                out = out.float()
+                loss_sum += nn.functional.cross_entropy(out, y, reduction="sum").double()
+                correct += (out.argmax(dim=1) == y).sum()
+                seen += len(y)
+                _check_deadline(deadline)
+        if seen == 0:
+            raise RuntimeError("the validation split is empty")
+        return 100.0 * float(correct.item()) / seen, float(loss_sum.item()) / seen
+
+    def _save(self, pid: str, config: PipelineConfig, run: _Run, epoch: int, val_top1: float,
+              val_loss: float) -> None:
+        improved = val_top1 > run.best_top1
+        if improved:
+            run.best_epoch, run.best_top1 = epoch, val_top1
+        model_state = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
+        state = {
+            "pipeline_id": pid,
+            "epoch": epoch,
+            "config": config.to_dict(),
+            "model_name": config.model,
+            "num_classes": self.num_classes,
+            "max_epochs": self.max_epochs,
+            "seed": self.seed,
+            "model": model_state,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": recipe.scheduler_state(run.scheduler),
+            "scaler": run.scaler.state_dict() if run.use_amp else {},
+            "rng": seeding.capture(run.generator),
+            "best": {"epoch": run.best_epoch, "val_top1": run.best_top1},
+            "history": run.history,
+        }
+        checkpoint.save_epoch(checkpoint.epoch_path(self.checkpoint_root, pid, epoch), state)
+        if improved:
+            checkpoint.save_best(self.checkpoint_root, pid, model_state, {
+                "pipeline_id": pid,
+                "epoch": epoch,
+                "val_top1": val_top1,
+                "val_loss": val_loss,
+                "model": config.model,
+                "num_classes": self.num_classes,
+                "classes": list(self.cache.classes),
+                "preprocessing": run.preprocessing.to_dict(),
+            })
+        if not self.keep_epoch_checkpoints:
+            for old in checkpoint.epochs_on_disk(self.checkpoint_root, pid):
+                if old < epoch:
+                    checkpoint.epoch_path(self.checkpoint_root, pid, old).unlink(missing_ok=True)
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise _Interrupted
