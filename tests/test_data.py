@@ -243,6 +243,22 @@ def test_modes_become_rgb(tmp_path):
     assert meta_features(cache).channels == 3
 
 
+def test_large_jpeg_is_drafted_and_keeps_its_original_size(tmp_path):
+    big = np.zeros((600, 800, 3), np.uint8)
+    big[:, :, 2] = 200
+    big[280:320, 380:420] = (255, 255, 0)  # a yellow square in the middle survives the crop
+    for cls in ("a", "b"):
+        for i in range(2):
+            (tmp_path / "d" / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(big).save(tmp_path / "d" / cls / f"{i}.jpg", quality=95)
+    cache = build_cache(discover(tmp_path / "d", val_fraction=0.5), tmp_path / "c", side=60)
+    img = cache.train.image(0).astype(int)
+    assert cache.train.sizes[0] == (800, 600) and cache.train.modes[0] == "RGB"
+    assert abs(img[2, 2] - (0, 0, 200)).max() < 20
+    assert abs(img[30, 30] - (255, 255, 0)).max() < 30
+    assert meta_features(cache).resolution == 800
+
+
 def test_corrupt_file_is_skipped_and_listed(digits_copy, tmp_path):
     bad = digits_copy / "3" / "zz_corrupt.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))

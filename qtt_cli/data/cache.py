@@ -226,14 +226,19 @@ def _build(
     }
     skipped: list[tuple[str, str]] = []
     problems: list[str] = []
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="qtt-decode") as pool:
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="qtt-decode") if threads > 1 else None
+    try:
         for name, samples in split_samples.items():
             if samples is None:
+                (cache_dir / f"{name}.npy").unlink(missing_ok=True)  # of an earlier dataset with this split
                 continue
             entry, split_skipped = _build_split(name, samples, splits.root, cache_dir, side, pool, progress)
             skipped += split_skipped
             problems += _lost_classes(name, samples, entry["labels"], splits.classes)
             index["splits"][name] = entry
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
     _write_skipped(cache_dir / SKIPPED_NAME, skipped)
     if problems:
@@ -250,7 +255,7 @@ def _build_split(
     root: Path,
     cache_dir: Path,
     side: int,
-    pool: ThreadPoolExecutor,
+    pool: ThreadPoolExecutor | None,
     progress: Progress | None,
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Decode one split into ``<name>.npy``; returns its index entry and its skipped files."""
@@ -266,7 +271,8 @@ def _build_split(
     try:
         for start in range(0, len(samples), chunk):
             batch = samples[start : start + chunk]
-            results = pool.map(lambda s: _try_decode(s.path, side), batch)
+            decode = pool.map if pool is not None else map
+            results = decode(lambda s: _try_decode(s.path, side), batch)
             for i, (s, result) in enumerate(zip(batch, results, strict=True), start=start):
                 if isinstance(result, str):
                     skipped.append((str(s.path), result))
@@ -381,7 +387,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def _relative(path: Path, root: Path) -> str:
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
+    """``path`` relative to ``root`` in POSIX form (string prefix test: pathlib's is slow for 100k files)."""
+    text, prefix = str(path), str(root).rstrip(os.sep) + os.sep
+    if text.startswith(prefix):
+        return Path(text[len(prefix) :]).as_posix() if os.sep != "/" else text[len(prefix) :]
+    return text
