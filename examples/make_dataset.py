@@ -89,7 +89,7 @@ def write_image_folder(
     for i, (img, label, split) in enumerate(zip(images, labels, splits, strict=True)):
         folder = Path(out) / split / str(int(label))
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img, mode="L").save(folder / f"{keep[i]:05d}.png")
+        Image.fromarray(img).save(folder / f"{keep[i]:05d}.png")
         counts[split or "all"] = counts.get(split or "all", 0) + 1
     return counts
 

@@ -198,7 +198,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         if img.mode == "F" and top <= 1.0:
             top = 1.0
         arr = np.clip(arr / top * 255.0, 0, 255).round().astype(np.uint8)
-        img = Image.fromarray(arr, mode="L")
+        img = Image.fromarray(arr)  # 2-D uint8 -> mode "L"
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     return img.convert("RGB") if img.mode != "RGB" else img

@@ -44,7 +44,7 @@ class ArrayToPIL:
     def __call__(self, array: np.ndarray) -> Image.Image:
         if isinstance(array, Image.Image):
             return array
-        return Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="RGB")
+        return Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))  # HWC uint8 -> "RGB"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
