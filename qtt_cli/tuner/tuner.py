@@ -57,7 +57,11 @@ def resolve_hub_name(name: str) -> str:
 
 
 def cache_side(hub: Hub, max_input_size: int | None) -> int:
-    """Side of the decoded-image cache: large enough for every model's input, capped for CPU runs."""
+    """Side of the decoded-image cache: large enough for every model's input, capped for CPU runs.
+
+    It is also the cap passed to the worker, so no model ever trains on images upscaled from the
+    cache (a hub entry's ``input_size`` is a cap on the model's pretrained input size).
+    """
     side = max(spec.input_size for spec in hub.models)
     return min(side, max_input_size) if max_input_size else side
 
@@ -133,7 +137,7 @@ def _prepare_locked(settings, run_dir, hub, space, weights, splits, overwrite, r
         weights,
         run_dir.checkpoints,
         max_epochs=settings.max_epochs,
-        max_input_size=settings.max_input_size,
+        max_input_size=side,
         device=settings.device,
         seed=settings.seed,
         num_workers=settings.num_workers,
@@ -162,6 +166,7 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
     settings, run_dir = run.settings, run.run_dir
     store = run_dir.store
     state = run_dir.read_state()
+    state.steps = recorded_steps(store.load())  # the store, not state.json, is the truth after a crash
     state.sessions += 1
     run_dir.write_state(state)
     reporter.prepared({**run.info, "used_s": state.used_s, "steps": state.steps})
@@ -200,7 +205,7 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
                 deadline=deadline,
             )
             _record(store, suggestion, result, state.steps)
-            state.steps += 1
+            state.steps = recorded_steps(store.load())
             state.used_s = used()
             run_dir.write_state(state)
             pipelines = pipeline_states(store.load())
@@ -217,6 +222,11 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
     summary = summarize(run_dir, reason=reason, state=state, budget_s=settings.budget_s)
     reporter.finished(summary)
     return summary
+
+
+def recorded_steps(history: pd.DataFrame) -> int:
+    """Steps that left at least one row (a step cut before its first epoch leaves none and is redone)."""
+    return int(history["step"].nunique()) if not history.empty else 0
 
 
 def summarize(run_dir: RunDir, *, reason: str, state: RunState, budget_s: float) -> TuneSummary:
