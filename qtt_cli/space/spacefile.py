@@ -48,6 +48,21 @@ _INTEGER = frozenset(
 )
 _POSITIVE = frozenset({"batch_size", "patience_epochs", "decay_epochs", "ra_num_ops"})
 _PROBABILITY = frozenset({"mixup_prob", "pct_to_freeze", "drop", "smoothing"})
+# Names people reach for (timm's command line, the paper's Table 7), suggested but not accepted: the space
+# file speaks the meta-dataset's names only, like every other part of qtt.
+_ALIASES = {
+    "learning_rate": "lr",
+    "optimizer": "opt",
+    "betas": "opt_betas",
+    "scheduler": "sched",
+    "dropout": "drop",
+    "drop_rate": "drop",
+    "label_smoothing": "smoothing",
+    "augmentation": "data_augmentation",
+    "freeze": "pct_to_freeze",
+    "clip": "clip_grad",
+    "patience": "patience_epochs",
+}
 _OFFABLE = frozenset({"clip_grad", "layer_decay"})
 
 
@@ -85,7 +100,11 @@ def parse_space_file(path: str | Path, model_names: Sequence[str]) -> dict[str, 
             values[name] = _values(name, raw, where)
         else:
             known = ["model"] + [hp.name for hp in HYPERPARAMETERS]
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+            close = (
+                [_ALIASES[name]]
+                if name in _ALIASES
+                else difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+            )
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
             raise SpaceFileError(f"{where}: unknown hyperparameter {name!r}{hint}")
     _check_conditions(values, path)
