@@ -5,14 +5,14 @@ because the predecessor tool silently dropped some (momentum and Adam betas neve
 defaults are overridden on purpose:
 
 * timm's ``sgd`` is SGD with Nesterov momentum 0.9; Quick-Tune's ``sgd`` is plain SGD (momentum 0, no
-Nesterov),
-  and ``momentum`` is classical momentum with the configured value.
+  Nesterov), and ``momentum`` is classical momentum with the configured value.
 * the schedule always spans ``max_epochs`` (the tuner's maximum fidelity), not the epochs of the current
-step, so
-  a run that is paused and continued sees the same learning rates as one that never paused.
+  step, so a run that is paused and continued sees the same learning rates as one that never paused.
 
-``multistep`` decays by ``decay_rate`` at every multiple of ``decay_epochs`` below ``max_epochs`` (the
-configuration has no separate milestone list, as in the Quick-Tune meta-dataset).
+``multistep`` decays by ``decay_rate`` at milestones ``decay_epochs, 2 * decay_epochs, ...`` below
+``max_epochs`` (the configuration has no separate milestone list, as in the Quick-Tune meta-dataset). timm
+counts milestones one epoch earlier than ``step`` (bisect on ``epoch + 1``), so with equal ``decay_epochs``
+multistep decays one epoch before step; both are timm's own semantics, kept as they are.
 """
 
 from __future__ import annotations
