@@ -507,3 +507,23 @@ def test_loader_is_deterministic_given_seeds(digits_cache):
 def test_loader_with_workers_is_deterministic(digits_cache):
     a, b = _epoch(digits_cache, 5, num_workers=2), _epoch(digits_cache, 5, num_workers=2)
     assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
+
+
+def test_v0_auto_augment_posterize_to_zero_bits_gives_black_image_not_error():
+    """timm's v0 policy can posterize to 0 bits; Pillow >= 11 raises on that, so the op is swapped."""
+    from types import SimpleNamespace
+
+    from qtt_cli.data.transforms import _posterize
+
+    pre = SimpleNamespace(input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bilinear", crop_pct=1.0)
+    cfg = PipelineConfig(model="m", data_augmentation="auto_augment", auto_augment="v0")
+    tf = train_transform(pre, cfg)
+    aa = next(t for t in tf.transforms if hasattr(t, "policy"))
+    fns = {op.name: op.aug_fn for sub in aa.policy for op in sub}
+    assert fns["Posterize"] is _posterize
+    img = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
+    assert np.asarray(_posterize(img, 0)).max() == 0
+    assert np.array_equal(np.asarray(_posterize(img, 4)), np.asarray(img) & 0xF0)
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # every sub-policy many times: none may raise
+        tf(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from timm.data import create_transform
+from timm.data.auto_augment import posterize as _timm_posterize
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms as T
 
@@ -86,7 +87,26 @@ def train_transform(
         ops = [*primary.transforms, tail, *final.transforms]
     else:
         ops = list(create_transform(**common, auto_augment=auto_augment_string(cfg)).transforms)
+        for op in ops:
+            _zero_bit_posterize_as_black(op)
     return T.Compose([ArrayToPIL(), *ops])
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **kwargs: Any) -> Image.Image:
+    """timm's posterize, keeping "0 bits" meaning a black image (as in TF's AutoAugment, which the v0 policy
+    copies): Pillow >= 11 refuses ``bits=0``, which made about 4 % of v0 images fail."""
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return _timm_posterize(img, bits_to_keep, **kwargs)
+
+
+def _zero_bit_posterize_as_black(transform: Any) -> None:
+    """Swap the posterize op inside a timm AutoAugment/RandAugment for :func:`_posterize`."""
+    policy = getattr(transform, "policy", None) or [getattr(transform, "ops", [])]
+    for sub_policy in policy:
+        for op in sub_policy:
+            if getattr(op, "aug_fn", None) is _timm_posterize:
+                op.aug_fn = _posterize
 
 
 def eval_transform(pre: PreprocessingLike) -> T.Compose:
