@@ -1,2 +1,3 @@
 from qtt_cli.cli.app import main
+
 main()

@@ -86,7 +86,8 @@ def test_leaderboard_json_is_ranked(finished_run):
 
 def test_leaderboard_csv_and_test_folder(finished_run, digits_split_dir):
     out, summary = finished_run
-    result = runner.invoke(app, ["leaderboard", str(out), "--csv", "--top", "2", "--test", str(digits_split_dir / "test")])
+    test_dir = str(digits_split_dir / "test")
+    result = runner.invoke(app, ["leaderboard", str(out), "--csv", "--top", "2", "--test", test_dir])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(pd.io.common.StringIO(result.stdout))
     assert len(table) == 2 and table["test_top1"].between(0, 100).all()

@@ -23,7 +23,8 @@ def epoch(e: int, top1: float):
 
 def test_round_trip_keeps_types_and_inactive_values(tmp_path):
     store = ResultsStore(tmp_path)
-    store.append(make_rows("p0001", SGD, [epoch(1, 10.0), epoch(2, 20.0)], step=0, status="ok", error=None, wall_time=NOW))
+    rows = make_rows("p0001", SGD, [epoch(1, 10.0), epoch(2, 20.0)], step=0, status="ok", error=None, wall_time=NOW)
+    store.append(rows)
     store.append(make_rows("p0002", ADAM, [epoch(1, 30.0)], step=1, status="ok", error=None, wall_time=NOW))
     frame = ResultsStore(tmp_path).load()  # a fresh reader, from disk
     assert list(frame.columns) == list(COLUMNS)

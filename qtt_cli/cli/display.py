@@ -45,7 +45,8 @@ class PlainReporter:
             self._print(f"skipped {info['skipped_files']} unreadable file(s); see {s['out']}/cache/skipped.csv")
 
     def step_started(self, step: int, pipeline_id: str, model: str, start: int, end: int) -> None:
-        self._print(f"step {step + 1}: {pipeline_id} {model} epochs {start + 1}-{end}")
+        epochs = f"epoch {end}" if end == start + 1 else f"epochs {start + 1}-{end}"
+        self._print(f"step {step}: {pipeline_id} {model} {epochs}")
 
     def step_finished(self, event: StepEvent) -> None:
         detail = f"val top-1 {_fmt_score(event.val_top1)}" if event.val_top1 is not None else ""

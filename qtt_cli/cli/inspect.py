@@ -52,7 +52,15 @@ def _show(rows: list[dict], json_output: bool, *, title: str) -> None:
     table = Table(title=title, header_style="bold")
     columns = list(rows[0]) if rows else []
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("-" if row[c] is None else str(row[c]) for c in columns))
-    Console().print(table)
+        table.add_row(*(_cell(row[c]) for c in columns))
+    Console(width=None if Console().is_terminal else 160).print(table)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)

@@ -20,7 +20,8 @@ def leaderboard_command(
     run_dir: RunDirArg,
     top: Annotated[int | None, typer.Option(help="Show only the N best pipelines.")] = None,
     test: Annotated[
-        Path | None, typer.Option(help="Folder of labelled test images (DIR/<class>/*) to score the kept best weights on.")
+        Path | None,
+        typer.Option(help="Folder of labelled test images (DIR/<class>/*) to score the kept best weights on."),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="JSON records on stdout.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
@@ -47,17 +48,27 @@ def leaderboard_command(
         _print_table(table)
 
 
+# The terminal view: the columns that tell pipelines apart; --json/--csv give every column.
+_VIEW = (
+    ("rank", "#"), ("pipeline_id", "pipeline"), ("model", "model"), ("best_val_top1", "val top-1"),
+    ("best_epoch", "at epoch"), ("epochs", "epochs"), ("cost_s", "cost s"), ("test_top1", "test top-1"),
+    ("status", "status"), ("lr", "lr"), ("opt", "opt"), ("batch_size", "batch"),
+    ("data_augmentation", "augment"),
+)
+
+
 def _print_table(table) -> None:
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 160)
     if table.empty:
         console.print("no results yet")
         return
     view = Table(header_style="bold")
-    columns = [c for c in table.columns if c not in ("error", "val_loss_at_best")]
-    for column in columns:
-        view.add_column(column, justify="right" if column in ("rank", "best_val_top1", "test_top1", "cost_s") else "left")
+    columns = [(key, title) for key, title in _VIEW if key in table.columns]
+    for key, title in columns:
+        numeric = key in ("rank", "best_val_top1", "test_top1", "cost_s", "best_epoch", "epochs")
+        view.add_column(title, justify="right" if numeric else "left", overflow="fold")
     for record in table.to_dict(orient="records"):
-        view.add_row(*(_cell(column, record[column]) for column in columns))
+        view.add_row(*(_cell(key, record[key]) for key, _ in columns))
     console.print(view)
 
 
@@ -68,6 +79,8 @@ def _cell(column: str, value) -> str:
         return f"{value:.2f}"
     if column == "cost_s":
         return f"{value:.1f}"
+    if column == "best_epoch":
+        return str(int(value))
     return str(value)
 
 

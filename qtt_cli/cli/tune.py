@@ -22,15 +22,23 @@ def tune_command(
     out: Annotated[
         Path | None, typer.Option(help="Run directory. Default: runs/<dataset name>. An existing run resumes.")
     ] = None,
-    hub: Annotated[str, typer.Option(help="Model hub: auto (quicktune on GPU, tiny on CPU), quicktune, tiny or a YAML file.")] = "auto",
-    weights: Annotated[str, typer.Option(help="pretrained (timm/HF cache), random, or a folder of checkpoint files.")] = "pretrained",
+    hub: Annotated[
+        str, typer.Option(help="Model hub: auto (quicktune on GPU, tiny on CPU), quicktune, tiny or a YAML file.")
+    ] = "auto",
+    weights: Annotated[
+        str, typer.Option(help="pretrained (timm/HF cache), random, or a folder of checkpoint files.")
+    ] = "pretrained",
     optimizer: Annotated[str, typer.Option(help="Which optimizer chooses the steps: random.")] = "random",
     delta_t: Annotated[int, typer.Option("--delta-t", help="Epochs per freeze-thaw step.")] = 1,
-    max_epochs: Annotated[int, typer.Option(help="Epochs after which a pipeline is finished (LR schedule length).")] = 50,
+    max_epochs: Annotated[
+        int, typer.Option(help="Epochs after which a pipeline is finished (LR schedule length).")
+    ] = 50,
     seed: Annotated[int, typer.Option(help="Seed of the split, the sampling and the training.")] = 0,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (in total over resumes).")] = None,
     val_fraction: Annotated[float, typer.Option(help="Validation share when the dataset has no val/ folder.")] = 0.2,
-    max_input_size: Annotated[int | None, typer.Option(help="Cap on the model input side in pixels (CPU runs).")] = None,
+    max_input_size: Annotated[
+        int | None, typer.Option(help="Cap on the model input side in pixels (CPU runs).")
+    ] = None,
     space: Annotated[Path | None, typer.Option(help="YAML file restricting or extending the search space.")] = None,
     device: Annotated[str | None, typer.Option(help="Torch device; default cuda when available, else cpu.")] = None,
     num_workers: Annotated[int, typer.Option(help="Data loader worker processes.")] = 0,

@@ -12,7 +12,6 @@ An export folder is self-describing and pickle-free::
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 

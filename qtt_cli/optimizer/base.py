@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from qtt_cli.store.results import HYPERPARAMETER_COLUMNS
 from qtt_cli.space.config import PipelineConfig
+from qtt_cli.store.results import HYPERPARAMETER_COLUMNS
 
 FINAL_STATUSES = ("failed", "diverged")
 

@@ -25,7 +25,6 @@ from typing import Any
 
 from qtt_cli.store.results import ResultsStore
 
-
 LOCK_FILE = ".lock"
 
 

@@ -193,8 +193,9 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
                 reason = "exhausted"
                 break
             deadline = time.monotonic() + (settings.budget_s - used())
+            step_number = state.steps + 1  # 1-based, as shown to the user
             reporter.step_started(
-                state.steps, suggestion.pipeline_id, suggestion.config.model,
+                step_number, suggestion.pipeline_id, suggestion.config.model,
                 suggestion.start_epoch, suggestion.end_epoch,
             )
             result = run.worker.step(
@@ -210,7 +211,7 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
             run_dir.write_state(state)
             pipelines = pipeline_states(store.load())
             _retain_checkpoints(run, pipelines)
-            reporter.step_finished(_step_event(suggestion, result, state, pipelines, settings.budget_s))
+            reporter.step_finished(_step_event(step_number, suggestion, result, state, pipelines, settings.budget_s))
             _log_step(suggestion, result)
     except KeyboardInterrupt:
         reason = "interrupted"
@@ -284,12 +285,12 @@ def _retain_checkpoints(run: PreparedRun, pipelines: Mapping[str, PipelineState]
 
 
 def _step_event(
-    suggestion: Suggestion, result: StepResult, state: RunState, pipelines, budget_s: float
+    step_number: int, suggestion: Suggestion, result: StepResult, state: RunState, pipelines, budget_s: float
 ) -> StepEvent:
     best = _best(pipelines)
     last = result.epochs[-1] if result.epochs else None
     return StepEvent(
-        step=state.steps,
+        step=step_number,
         pipeline_id=suggestion.pipeline_id,
         model=suggestion.config.model,
         start_epoch=suggestion.start_epoch,
