@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,7 +26,8 @@ from qtt_cli.data import ImageCache, eval_transform, make_loader, train_transfor
 from qtt_cli.hub import Weights, create_model, parse_weights, preprocessing_for
 from qtt_cli.space.config import PipelineConfig
 
-from . import checkpoint, recipe, seeding
+from . import checkpoint, recipe, seeding, strategies  # noqa: F401 -- strategies register their extensions
+from .extensions import Extension, ExtensionContext, TrainBatch, build_extensions
 from .freezing import FreezePlan, apply_freezing, set_train_mode
 from .results import EpochResult, StepResult
 
@@ -61,6 +62,7 @@ class _Run:
     best_epoch: int | None = None
     best_top1: float = -math.inf
     history: list | None = None
+    extensions: list[Extension] = field(default_factory=list)
 
 
 class FinetuneWorker:
@@ -212,13 +214,29 @@ class FinetuneWorker:
         plan = apply_freezing(model, config.pct_to_freeze, config.linear_probing)
         model.to(self.device)
 
+        extensions = build_extensions(ExtensionContext(
+            config=config,
+            model=model,
+            num_classes=self.num_classes,
+            device=self.device,
+            reference_model=lambda: self._reference_model(pid, config),
+            train_loader=lambda: make_loader(self.cache.train, eval_transform(pre), config.batch_size,
+                                             shuffle=False, generator=None, num_workers=self.num_workers),
+            resumed=state is not None,
+        ))
         optimizer = recipe.build_optimizer(model, config)
+        extra = [p for ext in extensions for p in ext.parameters()]
+        if extra:  # before the scheduler, so that it schedules this group too
+            optimizer.add_param_group({"params": extra, "weight_decay": config.weight_decay})
         scheduler = recipe.build_scheduler(optimizer, config, self.max_epochs)
         use_amp = config.amp and self.device.type == "cuda"
         if config.amp and not use_amp:
             notes.append(f"amp requested but not used on {self.device.type}: trained in float32")
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         if state is not None:
+            saved = state.get("extensions", {})
+            for ext in extensions:
+                ext.load_state_dict(saved[ext.name])
             optimizer.load_state_dict(state["optimizer"])
             recipe.load_scheduler_state(scheduler, state["scheduler"])
             if use_amp and state["scaler"]:
@@ -241,14 +259,22 @@ class FinetuneWorker:
         val_loader = make_loader(val_images, eval_transform(pre), batch_size, shuffle=False, generator=None,
                                  num_workers=self.num_workers, pin_memory=pin)
         losses = recipe.build_loss(config, self.num_classes)
-        run = _Run(model, optimizer, scheduler, scaler, losses, plan, pre, train_loader, val_loader,
-        generator,
-                   use_amp, history=[])
+        run = _Run(model, optimizer, scheduler, scaler, losses, plan, pre, train_loader, val_loader, generator,
+                   use_amp, history=[], extensions=extensions)
         if state is not None:
             run.best_epoch = state["best"]["epoch"]
             run.best_top1 = state["best"]["val_top1"]
             run.history = list(state["history"])
         return run
+
+    def _reference_model(self, pid: str, config: PipelineConfig) -> nn.Module:
+        """The pipeline's initial model (pretrained weights, or the same random init), frozen, for
+        regularisers that compare against where finetuning started."""
+        with torch.random.fork_rng(devices=[]):
+            seeding.reseed(seeding.stable_seed(self.seed, pid, "init"))
+            model = create_model(config.model, self.num_classes, self.weights, drop_rate=0.0)
+        model.requires_grad_(False)
+        return model.eval().to(self.device)
 
     def _check_compatible(self, state: dict, config: PipelineConfig, start_epoch: int) -> None:
         expected = {"epoch": start_epoch, "config": config.to_dict(), "num_classes": self.num_classes,
@@ -267,12 +293,24 @@ class FinetuneWorker:
         for x, y in run.train_loader:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
+            for ext in run.extensions:
+                x = ext.select_inputs(run.model, x, y)
             target = y
             if run.losses.mixup is not None:
                 x, target = recipe.mix_batch(run.losses.mixup, x, y)
             with torch.autocast(device.type, dtype=torch.float16, enabled=run.use_amp):
-                out = run.model(x)
-                loss = run.losses.train_loss(out, target)
+                if run.extensions:
+                    features = run.model.forward_features(x)
+                    out = run.model.forward_head(features)
+                    loss = run.losses.train_loss(out, target)
+                    batch = TrainBatch(run.model, x, y, target, features, out)
+                    for ext in run.extensions:
+                        term = ext.loss(batch)
+                        if term is not None:
+                            loss = loss + term
+                else:
+                    out = run.model(x)
+                    loss = run.losses.train_loss(out, target)
             run.optimizer.zero_grad(set_to_none=True)
             run.scaler.scale(loss).backward()
             if config.clip_grad is not None:
@@ -329,6 +367,7 @@ class FinetuneWorker:
             "rng": seeding.capture(run.generator),
             "best": {"epoch": run.best_epoch, "val_top1": run.best_top1},
             "history": run.history,
+            "extensions": {ext.name: ext.state_dict() for ext in run.extensions},
         }
         checkpoint.save_epoch(checkpoint.epoch_path(self.checkpoint_root, pid, epoch), state)
         if improved:
