@@ -44,7 +44,7 @@ def slow_hub(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_killed_run_resumes_without_losing_or_duplicating_rows(sig, tmp_path, digits_dir, slow_hub):
     out = tmp_path / "run"
     cmd = _command(digits_dir, out, slow_hub, "--max-steps", "5")
@@ -54,7 +54,7 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(sig, tmp_path, di
     time.sleep(0.3)  # most likely inside step 3 now
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), stderr
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130), stderr
 
     before = RunDir(out).store.load()
     steps_before = RunDir(out).read_state().steps

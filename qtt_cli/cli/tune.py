@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -70,7 +72,8 @@ def tune_command(
             keep_best=keep_best,
         )
         reporter = make_reporter(quiet=quiet)
-        summary = tune(settings, overwrite=overwrite, reporter=reporter)
+        with _sigterm_as_interrupt():
+            summary = tune(settings, overwrite=overwrite, reporter=reporter)
     _finish(summary, json_output)
 
 
@@ -84,7 +87,7 @@ def resume_command(
     """Continue an interrupted or finished run with its saved settings."""
     from qtt_cli.tuner import parse_budget, resume
 
-    with user_errors():
+    with user_errors(), _sigterm_as_interrupt():
         summary = resume(
             run_dir,
             budget_s=parse_budget(budget) if budget else None,
@@ -92,6 +95,20 @@ def resume_command(
             reporter=make_reporter(quiet=quiet),
         )
     _finish(summary, json_output)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Treat SIGTERM (CI timeouts, `kill`, job schedulers) like Ctrl-C: stop cleanly, keep what is done."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _finish(summary, json_output: bool) -> None:
