@@ -1,0 +1,21 @@
+"""Learning-curve data for the predictors: the Quick-Tune meta-dataset format and qtt run directories.
+
+Both are read into :class:`CurveSet` objects (one per dataset) with the meta-dataset table's encoding, so
+that the predictors see a user's run exactly as they saw the meta-dataset.
+"""
+
+from .curveset import META_FEATURE_NAMES, MODEL_PREFIX, CurveSet, build_curveset, model_columns
+from .quicktune_format import MetaDatasetError, load_meta_dataset, write_meta_dataset
+from .runs import load_run
+
+__all__ = [
+    "META_FEATURE_NAMES",
+    "MODEL_PREFIX",
+    "CurveSet",
+    "MetaDatasetError",
+    "build_curveset",
+    "load_meta_dataset",
+    "load_run",
+    "model_columns",
+    "write_meta_dataset",
+]
