@@ -25,6 +25,10 @@ BETAS = ("[0.9, 0.999]", "[0.0, 0.99]", "[0.9, 0.99]", "[0.0, 0.999]")
 
 # Strategies of Table 7 that the worker does not implement yet. They are constants "off" in the
 # default space; a configuration that turns one on is rejected, never silently trained without it.
+# Limits of the training methods (SPG's loss weights are defined for three modules; HVP's paper uses 4 views).
+SPG_MAX_MODULES = 3
+HVP_MAX_VIEWS = 4
+
 NOT_YET_IMPLEMENTED = ("stoch_norm", "sp_reg", "delta_reg", "bss_reg", "cotuning_reg")
 
 
@@ -40,6 +44,14 @@ class PipelineConfig:
     ``opt == "momentum"``, ``opt_betas`` only for Adam-type optimizers, ``patience_epochs`` only for the
     plateau scheduler, ``decay_rate``/``decay_epochs`` only for step/multistep, ``ra_num_ops``/``ra_magnitude``
     only for RandAugment, ``auto_augment`` only for AutoAugment. ``clip_grad``/``layer_decay`` ``None`` = off.
+
+    Training methods outside the meta-dataset (not table columns; ``encoding`` ignores them):
+
+    * ``spg``: Sequential Policy Gradient, ``spg_modules`` temporary replica modules (1..3) with dropout
+      ``spg_drop`` each, after ``spg_cold_start`` epochs of optimizer cold start (learning rate 0) at the very
+      start of the pipeline; the three are required when ``spg`` is on (``qtt_cli.worker.strategies.spg``).
+    * ``hvp_views``: hard views, train on the hardest of that many augmented views per image (1 = off, up to
+      4); ``hvp_every`` = select only every k-th step (``None`` = every step) (``...strategies.hvp``).
     """
 
     model: str
@@ -74,6 +86,12 @@ class PipelineConfig:
     delta_reg: float = 0.0
     bss_reg: float = 0.0
     cotuning_reg: float = 0.0
+    spg: bool = False
+    spg_modules: int | None = None
+    spg_drop: float | None = None
+    spg_cold_start: int | None = None
+    hvp_views: int = 1
+    hvp_every: int | None = None
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -161,3 +179,20 @@ def _problems(c: PipelineConfig):
         yield "random_augment needs ra_num_ops and ra_magnitude"
     if c.data_augmentation == "auto_augment" and c.auto_augment not in AUTO_AUGMENT_POLICIES:
         yield f"auto_augment needs a policy in {AUTO_AUGMENT_POLICIES}, got {c.auto_augment!r}"
+    yield from _method_problems(c)
+
+
+def _method_problems(c: PipelineConfig):
+    """The training methods SPG and HVP (not in the meta-dataset, so not validated by its value sets)."""
+    if c.spg and (c.spg_modules is None or c.spg_drop is None or c.spg_cold_start is None):
+        yield "spg needs spg_modules, spg_drop and spg_cold_start"
+    if c.spg_modules is not None and not 1 <= c.spg_modules <= SPG_MAX_MODULES:
+        yield f"spg_modules must be in 1..{SPG_MAX_MODULES}, got {c.spg_modules}"
+    if c.spg_drop is not None and not 0.0 < c.spg_drop < 1.0:
+        yield f"spg_drop must be in (0, 1), got {c.spg_drop}"
+    if c.spg_cold_start is not None and c.spg_cold_start < 0:
+        yield f"spg_cold_start must be >= 0 epochs, got {c.spg_cold_start}"
+    if not 1 <= c.hvp_views <= HVP_MAX_VIEWS:
+        yield f"hvp_views must be in 1..{HVP_MAX_VIEWS} (1 = off), got {c.hvp_views}"
+    if c.hvp_every is not None and c.hvp_every < 1:
+        yield f"hvp_every must be >= 1, got {c.hvp_every}"

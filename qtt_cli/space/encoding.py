@@ -10,10 +10,16 @@ optimizer is SGD+momentum, ``opt_betas = None`` unless Adam-like, ``patience_epo
 Models are one-hot by their *meta-dataset* name (timm 0.7 names such as ``tf_efficientnet_b7_ns``); pass
 ``model_names_map`` (e.g. ``Hub.table_names``) to translate the hub's timm names. Models the table does not
 know get extra ``cat:model:<name>`` columns after ``TABLE_COLUMNS``. This module needs no torch.
+
+Fields of ``PipelineConfig`` that the table has no column for (``NOT_IN_TABLE``: the training methods SPG and
+HVP) are left out by ``encode`` and come back at their defaults from ``decode`` (see ``table_view``): the
+table round trip stays exact, and the meta-learned predictors cannot tell such a pipeline from the same one
+without the method.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +27,7 @@ import pandas as pd
 
 from .config import PipelineConfig
 
-__all__ = ["CATEGORICAL", "INACTIVE_FILL", "TABLE_COLUMNS", "decode", "encode"]
+__all__ = ["CATEGORICAL", "INACTIVE_FILL", "NOT_IN_TABLE", "TABLE_COLUMNS", "decode", "encode", "table_view"]
 
 # The header of table.csv without its leading id column, in order.
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -72,6 +78,18 @@ _INT_COLUMNS = frozenset(
 )
 _NUMERIC = tuple(c for c in TABLE_COLUMNS if not c.startswith("cat:"))
 _MODEL_PREFIX = "cat:model:"
+
+# PipelineConfig fields without a table column (derived, so a new field is either a column or listed here).
+NOT_IN_TABLE: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(PipelineConfig) if f.name not in _NUMERIC and f.name not in CATEGORICAL
+)
+
+
+def table_view(config: PipelineConfig) -> PipelineConfig:
+    """``config`` as the table sees it, i.e. ``decode(encode([config]))``: the ``NOT_IN_TABLE`` fields at their
+    defaults."""
+    fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+    return dataclasses.replace(config, **{name: fields[name].default for name in NOT_IN_TABLE})
 
 
 def _table_value(config: PipelineConfig, name: str) -> Any:

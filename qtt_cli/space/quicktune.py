@@ -12,6 +12,9 @@ Not implemented yet: the strategies in ``config.NOT_YET_IMPLEMENTED`` (StochNorm
 regularisation and Co-Tuning) are ``Constant`` off in this space; they arrive with a later issue. The
 meta-dataset's curves were recorded with them sampled, so the predictors still see their columns (see
 ``encoding``).
+
+The training methods SPG and HVP (``TRAINING_METHODS``) are searchable too, but they are not in the meta-dataset:
+their value sets are ours, and the table encoding (hence the meta-learned predictors) does not see them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from .config import ADAM_LIKE, NOT_YET_IMPLEMENTED, PipelineConfig
 __all__ = [
     "CONDITIONS",
     "HYPERPARAMETERS",
+    "SPACE_HYPERPARAMETERS",
+    "TRAINING_METHODS",
     "OFF",
     "HyperparameterDef",
     "build_space",
@@ -116,6 +121,20 @@ HYPERPARAMETERS: tuple[HyperparameterDef, ...] = (
     _k("cotuning_reg", 0.0),
 )
 
+# Training methods outside the meta-dataset (PipelineConfig's spg*/hvp* fields). SPG's cold start is short
+# because its epochs are paid for on top of the fidelity; hvp_every > 1 bounds HVP's cost.
+TRAINING_METHODS: tuple[HyperparameterDef, ...] = (
+    _c("spg", (False, True), False),
+    _o("spg_modules", (1, 2, 3), 3),
+    _o("spg_drop", (0.1, 0.2, 0.3), 0.2),
+    _o("spg_cold_start", (0, 1, 2), 0),
+    _o("hvp_views", (1, 2, 3, 4), 1),
+    _o("hvp_every", (1, 2, 4), 1),
+)
+
+# Everything the default space holds, in PipelineConfig's order (``model`` aside).
+SPACE_HYPERPARAMETERS: tuple[HyperparameterDef, ...] = HYPERPARAMETERS + TRAINING_METHODS
+
 # child -> (parent, parent values that activate it)
 CONDITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "momentum": ("opt", ("momentum",)),
@@ -126,9 +145,13 @@ CONDITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ra_num_ops": ("data_augmentation", ("random_augment",)),
     "ra_magnitude": ("data_augmentation", ("random_augment",)),
     "auto_augment": ("data_augmentation", ("auto_augment",)),
+    "spg_modules": ("spg", (True,)),
+    "spg_drop": ("spg", (True,)),
+    "spg_cold_start": ("spg", (True,)),
+    "hvp_every": ("hvp_views", (2, 3, 4)),
 }
 
-_BY_NAME = {hp.name: hp for hp in HYPERPARAMETERS}
+_BY_NAME = {hp.name: hp for hp in SPACE_HYPERPARAMETERS}
 assert set(NOT_YET_IMPLEMENTED) <= {hp.name for hp in HYPERPARAMETERS if hp.kind == "constant"}
 
 
@@ -150,14 +173,14 @@ def _build(
     if len(set(model_names)) != len(model_names):
         raise ValueError(f"duplicate model names: {list(model_names)}")
     choices: dict[str, tuple[Any, ...]] = {"model": tuple(model_names)}
-    for hp in HYPERPARAMETERS:
+    for hp in SPACE_HYPERPARAMETERS:
         choices[hp.name] = tuple(values.get(hp.name, hp.values))
     if "model" in values:
         choices["model"] = tuple(values["model"])
 
     hyperparameters = {"model": _make(HyperparameterDef("model", choices["model"], None, "categorical"))}
     conditions = []
-    for hp in HYPERPARAMETERS:
+    for hp in SPACE_HYPERPARAMETERS:
         vals = choices[hp.name]
         if hp.name in CONDITIONS:
             parent, active = CONDITIONS[hp.name]
@@ -243,7 +266,7 @@ def describe_space(space: ConfigurationSpace) -> list[dict[str, Any]]:
             conditions[cond.child.name] = f"{cond.parent.name} in {{{', '.join(map(str, cond.values))}}}"
         else:  # not built by qtt, but describe it anyway
             conditions[cond.child.name] = str(cond)
-    order = ["model"] + [hp.name for hp in HYPERPARAMETERS]
+    order = ["model"] + [hp.name for hp in SPACE_HYPERPARAMETERS]
     rows = []
     for name in sorted(space.keys(), key=lambda n: order.index(n) if n in order else len(order)):
         hp = space[name]

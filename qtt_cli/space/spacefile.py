@@ -20,9 +20,10 @@ Example (also in ``examples/space-small.yaml``)::
     weight_decay: {add: [0.05]}
 
 Categorical hyperparameters (``model``, ``opt``, ``opt_betas``, ``sched``, ``data_augmentation``,
-``auto_augment``, ``linear_probing``, ``amp``) accept only the values the worker implements. The strategies
-``stoch_norm``, ``sp_reg``, ``delta_reg``, ``bss_reg`` and ``cotuning_reg`` are not implemented yet and can
-only be set off. New numeric values are outside the meta-dataset, so the meta-learned predictors extrapolate
+``auto_augment``, ``linear_probing``, ``amp``, ``spg``) accept only the values the worker implements. The
+training methods are forced like any other hyperparameter (``spg: true``, ``spg_modules: 3``, ``hvp_views: 4``).
+The strategies ``stoch_norm``, ``sp_reg``, ``delta_reg``, ``bss_reg`` and ``cotuning_reg`` are not implemented
+yet and can only be set off. New numeric values are outside the meta-dataset, so the meta-learned predictors extrapolate
 for them. Write small numbers with a dot or as decimals (``0.001``); plain YAML reads ``1e-3`` as text, which
 qtt also accepts.
 """
@@ -38,15 +39,19 @@ from typing import Any
 import yaml
 from ConfigSpace import ConfigurationSpace
 
-from .config import NOT_YET_IMPLEMENTED
-from .quicktune import _BY_NAME, CONDITIONS, HYPERPARAMETERS, OFF, _build
+from .config import HVP_MAX_VIEWS, NOT_YET_IMPLEMENTED, SPG_MAX_MODULES
+from .quicktune import _BY_NAME, CONDITIONS, OFF, SPACE_HYPERPARAMETERS, _build
 
 __all__ = ["SpaceFileError", "load_space", "parse_space_file"]
 
 _INTEGER = frozenset(
     {"batch_size", "patience_epochs", "decay_epochs", "warmup_epochs", "ra_num_ops", "ra_magnitude"}
+    | {"spg_modules", "spg_cold_start", "hvp_views", "hvp_every"}
 )
-_POSITIVE = frozenset({"batch_size", "patience_epochs", "decay_epochs", "ra_num_ops"})
+_POSITIVE = frozenset(
+    {"batch_size", "patience_epochs", "decay_epochs", "ra_num_ops", "spg_modules", "hvp_views", "hvp_every"}
+)
+_AT_MOST = {"spg_modules": SPG_MAX_MODULES, "hvp_views": HVP_MAX_VIEWS}
 _PROBABILITY = frozenset({"mixup_prob", "pct_to_freeze", "drop", "smoothing"})
 # Names people reach for (timm's command line, the paper's Table 7), suggested but not accepted: the space
 # file speaks the meta-dataset's names only, like every other part of qtt.
@@ -99,7 +104,7 @@ def parse_space_file(path: str | Path, model_names: Sequence[str]) -> dict[str, 
         elif name in _BY_NAME:
             values[name] = _values(name, raw, where)
         else:
-            known = ["model"] + [hp.name for hp in HYPERPARAMETERS]
+            known = ["model"] + [hp.name for hp in SPACE_HYPERPARAMETERS]
             close = (
                 [_ALIASES[name]]
                 if name in _ALIASES
@@ -208,6 +213,8 @@ def _number(name: str, item: Any, where: str) -> Any:
         if value != int(value) or (value < 1 and name in _POSITIVE):
             lowest = 1 if name in _POSITIVE else 0
             raise SpaceFileError(f"{where}: {item!r} must be an integer >= {lowest}")
+        if name in _AT_MOST and value > _AT_MOST[name]:
+            raise SpaceFileError(f"{where}: {item!r} must be at most {_AT_MOST[name]}")
         return int(value)
     if name == "lr" and value <= 0:
         raise SpaceFileError(f"{where}: the learning rate must be > 0")
@@ -215,6 +222,8 @@ def _number(name: str, item: Any, where: str) -> Any:
         name in ("momentum", "decay_rate", "layer_decay") and value > 1
     ):
         raise SpaceFileError(f"{where}: {item!r} must be at most 1")
+    if name == "spg_drop" and not 0 < value < 1:
+        raise SpaceFileError(f"{where}: the SPG dropout rate {item!r} must be between 0 and 1 (exclusive)")
     if name in _OFFABLE and value == 0:
         raise SpaceFileError(f"{where}: use off rather than 0 to switch {name} off")
     return value
