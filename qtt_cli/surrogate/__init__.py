@@ -1,0 +1,7 @@
+"""The Quick-Tune predictors: a deep-kernel GP for validation accuracy and an MLP for cost, meta-learnt on
+learning curves of other datasets (``meta_train``) and shipped as priors (``load_priors``)."""
+
+from .features import FeatureLayout, Scaler
+from .surrogate import DEFAULT_HYPER, Prediction, Surrogate, SurrogateFileError
+
+__all__ = ["DEFAULT_HYPER", "FeatureLayout", "Prediction", "Scaler", "Surrogate", "SurrogateFileError"]

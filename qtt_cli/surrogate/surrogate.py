@@ -1,0 +1,387 @@
+"""The Quick-Tune predictors behind one object: a deep-kernel GP for accuracy and an MLP for cost.
+
+``Surrogate.fit`` trains both on every observed (configuration, epoch t) of some curve sets (Equations 1
+and 2 of the Quick-Tune chapter); ``predict`` conditions the GP on the observed points of the current
+dataset and predicts the accuracy at a later epoch and the seconds needed to get there. Accuracies are in
+percent outside and in [0, 1] inside; costs are learnt as standardised log seconds and returned as seconds,
+so they are always positive (the reference code returned them standardised and clipped near 0).
+
+The GP conditions on at most ``max_context`` observations (default 256): each curve's most recent epochs
+first, then older ones. With 500 observations that keeps ``predict`` in tens of milliseconds; the
+dropped points are old epochs of curves whose latest epochs are kept, so little information is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import gpytorch
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from qtt_cli.metadataset import CurveSet, model_columns
+
+from .features import FeatureLayout, Observations, Scaler, observations
+from .networks import Predictors
+
+__all__ = ["DEFAULT_HYPER", "Prediction", "Surrogate", "SurrogateFileError"]
+
+WEIGHTS_FILE = "surrogate.safetensors"
+CONFIG_FILE = "surrogate.json"
+FORMAT = "qtt-surrogate"
+FORMAT_VERSION = 1
+
+DEFAULT_HYPER: dict[str, Any] = {
+    "feature_dim": 16,  # GP input dimension (output of the feature extractor)
+    "hidden": [64, 64],  # hidden layers of the feature extractor and of the cost MLP
+    "model_dim": 8,  # model embedding size
+    "curve_dim": 8,  # curve-prefix embedding size
+    "curve_length": 50,  # prefix slots of the curve CNN (longer prefixes keep their last values)
+    "max_context": 256,  # observations the GP conditions on in predict()
+    "batch_size": 256,  # observations per training step (Algorithm 2's batch)
+}
+
+
+class SurrogateFileError(ValueError):
+    """A directory that does not hold a readable surrogate."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predictions for the requested (configuration, target epoch) pairs.
+
+    Args:
+        mean: predicted validation top-1 (percent) at the target epoch.
+        std: predictive standard deviation (percent, observation noise included), > 0.
+        cost_s: predicted seconds for the epochs ``from_epochs + 1 .. target_epochs``, > 0.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    cost_s: np.ndarray
+
+
+class Surrogate:
+    """Performance deep-kernel GP + cost MLP + the scalers and column layout they read inputs with."""
+
+    def __init__(
+        self, layout: FeatureLayout, scaler: Scaler, hyper: dict[str, Any], nets: Predictors, info: dict
+    ) -> None:
+        self.layout = layout
+        self.scaler = scaler
+        self.hyper = hyper
+        self.nets = nets
+        self.info = info
+
+    # --- construction, persistence -----------------------------------------------------------------
+
+    @classmethod
+    def new(cls, columns: Sequence[str], *, seed: int = 0, scaler: Scaler | None = None, **hyper: Any) -> Surrogate:
+        """An untrained surrogate for configurations encoded with ``columns`` (their ``cat:model:*`` columns
+        decide which models it can embed).
+
+        Args:
+            scaler: standardisation statistics; by default those of configurations sampled from the
+                Quick-Tune space (the distribution the meta-dataset was drawn from) with no meta-feature
+                information (one run = one dataset, so meta-features cannot be learnt from it).
+            hyper: overrides of ``DEFAULT_HYPER``.
+        """
+        unknown = sorted(set(hyper) - set(DEFAULT_HYPER))
+        if unknown:
+            raise ValueError(f"unknown surrogate setting(s) {unknown}; known: {sorted(DEFAULT_HYPER)}")
+        settings = {**DEFAULT_HYPER, **hyper}
+        layout = FeatureLayout.for_columns(columns, settings["curve_length"])
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            nets = Predictors(layout, settings)
+        return cls(layout, scaler or space_scaler(), settings, nets, {"trained_steps": 0})
+
+    def save(self, directory: Path) -> None:
+        """``surrogate.safetensors`` (every weight) + ``surrogate.json`` (layout, scalers, settings)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._forget_data()
+        state = {k: v.detach().contiguous().clone() for k, v in self.nets.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE))
+        payload = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "layout": asdict(self.layout),
+            "scaler": self.scaler.to_dict(),
+            "hyper": self.hyper,
+            "info": self.info,
+        }
+        (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=1))
+
+    @classmethod
+    def load(cls, directory: Path) -> Surrogate:
+        """A surrogate written by ``save``: the weights go into a freshly built model (no pickles)."""
+        directory = Path(directory)
+        weights, config = directory / WEIGHTS_FILE, directory / CONFIG_FILE
+        if not weights.is_file() or not config.is_file():
+            raise SurrogateFileError(f"{str(directory)!r} holds no surrogate ({WEIGHTS_FILE} + {CONFIG_FILE})")
+        try:
+            payload = json.loads(config.read_text())
+            if payload.get("format") != FORMAT or payload.get("version") != FORMAT_VERSION:
+                raise SurrogateFileError(f"{str(config)!r} is not a {FORMAT} v{FORMAT_VERSION} file")
+            layout = FeatureLayout(**payload["layout"])
+            scaler = Scaler(**payload["scaler"])
+            hyper = {**DEFAULT_HYPER, **payload["hyper"]}
+            nets = Predictors(layout, hyper)
+            nets.load_state_dict(load_file(str(weights)))
+        except (KeyError, TypeError, json.JSONDecodeError, RuntimeError) as exc:
+            raise SurrogateFileError(f"cannot read the surrogate in {str(directory)!r}: {exc}") from exc
+        return cls(layout, scaler, hyper, nets, dict(payload.get("info") or {}))
+
+    def copy(self) -> Surrogate:
+        """An independent copy (e.g. to go back to the priors after a stall)."""
+        self._forget_data()
+        return Surrogate(
+            copy.deepcopy(self.layout), copy.deepcopy(self.scaler), dict(self.hyper), copy.deepcopy(self.nets),
+            copy.deepcopy(self.info),
+        )  # fmt: skip
+
+    def covers(self, columns: Sequence[str]) -> bool:
+        """Whether every model column of ``columns`` has a (trained) embedding here."""
+        return not self.unknown_models(columns)
+
+    def unknown_models(self, columns: Sequence[str]) -> list[str]:
+        """The ``cat:model:*`` columns of ``columns`` this surrogate has no embedding for."""
+        return [c for c in model_columns(columns) if c not in self.layout.model_columns]
+
+    def with_columns(self, columns: Sequence[str]) -> Surrogate:
+        """A copy that also embeds the models of ``columns`` it does not know, with a zero embedding (no
+        model-specific knowledge) that ``fit`` can then learn. Returns ``self`` when nothing is new."""
+        new = self.unknown_models(columns)
+        if not new:
+            return self
+        self._forget_data()
+        layout = FeatureLayout(
+            self.layout.model_columns + new, self.layout.curve_length, list(self.layout.numeric_columns),
+            list(self.layout.categorical_columns),
+        )  # fmt: skip
+        nets = Predictors(layout, self.hyper)
+        state = self.nets.state_dict()
+        for key, value in state.items():
+            if key.endswith("model_embedding.weight"):
+                state[key] = torch.cat([value, value.new_zeros(value.shape[0], len(new))], dim=1)
+        nets.load_state_dict(state)
+        info = {**copy.deepcopy(self.info), "untrained_models": [c[len("cat:model:") :] for c in new]}
+        return Surrogate(layout, copy.deepcopy(self.scaler), dict(self.hyper), nets, info)
+
+    # --- training ---------------------------------------------------------------------------------
+
+    def fit(
+        self, curvesets: Sequence[CurveSet], *, steps: int, lr: float = 1e-3, seed: int = 0,
+        batch_size: int | None = None,
+    ) -> dict:  # fmt: skip
+        """Train on every observed (configuration, epoch t) of ``curvesets`` for ``steps`` Adam steps.
+
+        Each step picks one curve set and a batch of at most ``batch_size`` of its observations (all of them
+        when fewer), conditions the GP on it and descends −mll + the cost MSE, as in Algorithm 2. An
+        untrained surrogate first takes the mean accuracy and the cost scale from the data.
+        """
+        obs = [observations(cs, self.layout, self.scaler) for cs in curvesets if cs.num_observations]
+        if not obs or steps < 1:
+            return {"steps": 0, "loss": None}
+        if not self.info.get("trained_steps"):
+            self._initialise_from(obs)
+        trainer = _Trainer(self, lr)
+        rng = np.random.default_rng(seed)
+        batch = int(batch_size or self.hyper["batch_size"])
+        losses = []
+        with torch.random.fork_rng(), _gp_settings():
+            torch.manual_seed(seed)
+            for _ in range(steps):
+                o = obs[int(rng.integers(len(obs)))]
+                idx = np.arange(len(o)) if len(o) <= batch else np.sort(rng.choice(len(o), batch, replace=False))
+                losses.append(trainer.step(o, idx))
+        self.info["trained_steps"] = int(self.info.get("trained_steps", 0)) + steps
+        return {"steps": steps, "loss_first": losses[0], "loss_last": float(np.mean(losses[-10:]))}
+
+    def _initialise_from(self, obs: Sequence[Observations]) -> None:
+        targets = np.concatenate([o.targets for o in obs])
+        log_costs = np.concatenate([o.log_costs for o in obs])
+        self.nets.gp.mean_module.constant.data.fill_(float(targets.mean()))
+        self.scaler.cost_center = float(log_costs.mean())
+        self.scaler.cost_scale = 1.0 / max(float(log_costs.std()), 0.25)
+
+    # --- prediction --------------------------------------------------------------------------------
+
+    def predict(
+        self, curveset: CurveSet, rows: np.ndarray, target_epochs: np.ndarray, from_epochs: np.ndarray
+    ) -> Prediction:
+        """Accuracy of configuration ``rows[i]`` at ``target_epochs[i]`` and the seconds of epochs
+        ``from_epochs[i] + 1 .. target_epochs[i]``, the GP conditioned on ``curveset``'s observations.
+
+        The input of row i sees its curve up to ``min(from_epochs[i], observed epochs)``.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        target = np.asarray(target_epochs, dtype=np.int64).reshape(-1)
+        start = np.asarray(from_epochs, dtype=np.int64).reshape(-1)
+        if not (len(rows) == len(target) == len(start)):
+            raise ValueError("rows, target_epochs and from_epochs must have the same length")
+        if len(rows) and (start.min() < 0 or (target <= start).any()):
+            raise ValueError("need 0 <= from_epochs < target_epochs for every requested row")
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(curveset)):
+            raise ValueError(f"rows must index the curve set's {len(curveset)} configurations")
+        if not len(rows):
+            empty = np.zeros(0)
+            return Prediction(empty, empty, empty)
+        layout, scaler = self.layout, self.scaler
+        configs = layout.config_matrix(curveset.features, scaler)
+        seen = np.minimum(start, curveset.lengths[rows])
+        queries = torch.from_numpy(layout.rows(curveset, scaler, rows, target, seen, configs))
+        ctx_rows, ctx_epochs = self._context(curveset)
+        self.nets.eval()
+        with torch.no_grad(), _gp_settings():
+            gp = self.nets.gp
+            if len(ctx_rows):
+                ctx = torch.from_numpy(layout.rows(curveset, scaler, ctx_rows, ctx_epochs, ctx_epochs - 1, configs))
+                y = [curveset.curves[r][t - 1] / 100.0 for r, t in zip(ctx_rows, ctx_epochs, strict=True)]
+                gp.set_train_data(ctx, torch.tensor(y, dtype=ctx.dtype), strict=False)
+                posterior = self.nets.likelihood(gp(queries))
+            else:
+                self._forget_data()
+                with gpytorch.settings.prior_mode(True):
+                    posterior = self.nets.likelihood(gp(queries))
+            mean = posterior.mean.double().numpy() * 100.0
+            std = posterior.variance.double().clamp_min(1e-12).sqrt().numpy() * 100.0
+            cost = self._cost(curveset, rows, start, target, seen, configs)
+        return Prediction(mean, std, cost)
+
+    def _cost(self, curveset, rows, start, target, seen, configs) -> np.ndarray:
+        """Seconds of epochs start+1 .. target: the sum of the per-epoch predictions."""
+        spans = target - start
+        which = np.repeat(np.arange(len(rows)), spans)
+        offsets = np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans)
+        epochs = start[which] + 1 + offsets
+        prefix = np.minimum(seen[which], epochs - 1)
+        x = torch.from_numpy(self.layout.rows(curveset, self.scaler, rows[which], epochs, prefix, configs))
+        z = self.nets.cost(x).double().numpy()
+        seconds = np.exp(np.clip(self.scaler.cost_center + z / self.scaler.cost_scale, -20.0, 20.0))
+        return np.bincount(which, weights=seconds, minlength=len(rows))
+
+    def _context(self, curveset: CurveSet) -> tuple[np.ndarray, np.ndarray]:
+        """The observations the GP conditions on: all of them, or the ``max_context`` most recent epochs
+        of the curves (each curve's last epoch first, then the one before, ...)."""
+        lengths = curveset.lengths
+        rows = np.repeat(np.arange(len(curveset)), lengths)
+        if not len(rows):
+            return rows, rows
+        epochs = np.concatenate([np.arange(1, k + 1) for k in lengths])
+        limit = int(self.hyper["max_context"])
+        if len(rows) > limit:
+            age = lengths[rows] - epochs  # 0 = the curve's latest epoch
+            keep = np.sort(np.lexsort((rows, age))[:limit])
+            rows, epochs = rows[keep], epochs[keep]
+        return rows, epochs
+
+    def nll(self, curvesets: Sequence[CurveSet], *, seed: int = 0, targets_per_set: int = 64) -> float:
+        """Mean held-out negative log-likelihood per point (accuracy in [0, 1]).
+
+        For each curve set: ``targets_per_set`` configurations, each cut after a random number k of its
+        epochs; the GP is conditioned on those prefixes only and predicts epoch k + 1 of each, as the search
+        does. Lower is better; the same ``seed`` gives the same cuts.
+        """
+        total, count = 0.0, 0
+        for cs in curvesets:
+            rows, cuts = _random_cuts(cs, np.random.default_rng(seed), targets_per_set)
+            if not len(rows):
+                continue
+            observed = [np.zeros(0)] * len(cs)
+            costs = [np.zeros(0)] * len(cs)
+            for r, k in zip(rows, cuts, strict=True):
+                observed[r], costs[r] = cs.curves[r][:k], cs.costs[r][:k]
+            pred = self.predict(cs.with_observations(observed, costs), rows, cuts + 1, cuts)
+            y = np.array([cs.curves[r][k] for r, k in zip(rows, cuts, strict=True)]) / 100.0
+            mu, sd = pred.mean / 100.0, pred.std / 100.0
+            total += float(np.sum(0.5 * np.log(2 * math.pi * sd**2) + (y - mu) ** 2 / (2 * sd**2)))
+            count += len(rows)
+        if not count:
+            raise ValueError("no observed epochs to evaluate the negative log-likelihood on")
+        return total / count
+
+    def _forget_data(self) -> None:
+        """Drop the GP's conditioning data (not part of the model; keeps copies and files small)."""
+        gp = self.nets.gp
+        gp.train_inputs, gp.train_targets, gp.prediction_strategy = None, None, None
+
+
+def _random_cuts(cs: CurveSet, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    candidates = np.flatnonzero(cs.lengths > 0)
+    rows = np.sort(rng.choice(candidates, size=min(n, len(candidates)), replace=False))
+    cuts = np.array([int(rng.integers(0, cs.lengths[r])) for r in rows], dtype=np.int64)
+    return rows, cuts
+
+
+class _Trainer:
+    """One Adam optimiser over both predictors; a step = −mll of the GP on a batch + MSE of the cost net."""
+
+    def __init__(self, surrogate: Surrogate, lr: float) -> None:
+        self.surrogate = surrogate
+        self.nets = surrogate.nets
+        self.mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.nets.likelihood, self.nets.gp)
+        self.optimizer = torch.optim.Adam(self.nets.parameters(), lr=lr)
+
+    def step(self, obs: Observations, idx: np.ndarray) -> float:
+        """One Adam step on a batch (call inside ``_gp_settings()``)."""
+        scaler = self.surrogate.scaler
+        x = torch.from_numpy(obs.inputs[idx])
+        y = torch.from_numpy(obs.targets[idx])
+        z = (torch.from_numpy(obs.log_costs[idx]) - scaler.cost_center) * scaler.cost_scale
+        self.nets.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nets.gp.set_train_data(x, y, strict=False)
+        loss = -self.mll(self.nets.gp(x), y) + torch.nn.functional.mse_loss(self.nets.cost(x), z)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+@contextlib.contextmanager
+def _gp_settings() -> Iterator[None]:
+    """Exact Cholesky solves (deterministic, fast at a few hundred points), no debug checks, one thread.
+
+    One thread: the matrices are small (a few hundred rows), so a second thread saves little, and on a
+    busy 2-core machine it makes each step up to 10x slower (measured 26 ms vs 350 ms per training step).
+    The previous thread count is restored, so the in-process finetune worker keeps its own.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with (
+            gpytorch.settings.max_cholesky_size(4096),
+            gpytorch.settings.debug(False),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore", gpytorch.utils.warnings.GPInputWarning)
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@lru_cache(maxsize=1)
+def _space_scaler_values() -> tuple:
+    from qtt_cli.hub import load_hub
+    from qtt_cli.space import build_space, encode, sample_configs
+
+    hub = load_hub("quicktune")
+    configs = sample_configs(build_space(hub.names), 500, seed=0)
+    scaler = Scaler.fit_configs(encode(configs, model_names_map=hub.table_names))
+    return tuple(asdict(scaler).items())
+
+
+def space_scaler() -> Scaler:
+    """Statistics of 500 configurations sampled from the default Quick-Tune space (computed once)."""
+    return Scaler(**dict(copy.deepcopy(_space_scaler_values())))
