@@ -4,7 +4,7 @@ Both are read into :class:`CurveSet` objects (one per dataset) with the meta-dat
 that the predictors see a user's run exactly as they saw the meta-dataset.
 """
 
-from .curveset import META_FEATURE_NAMES, MODEL_PREFIX, CurveSet, build_curveset, model_columns
+from .curveset import META_FEATURE_NAMES, MODEL_PREFIX, CurveSet, build_curveset, hub_model_columns, model_columns
 from .quicktune_format import MetaDatasetError, load_meta_dataset, write_meta_dataset
 from .runs import load_run
 
@@ -14,6 +14,7 @@ __all__ = [
     "CurveSet",
     "MetaDatasetError",
     "build_curveset",
+    "hub_model_columns",
     "load_meta_dataset",
     "load_run",
     "model_columns",

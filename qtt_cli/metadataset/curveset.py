@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from qtt_cli.hub import Hub
 from qtt_cli.space.config import PipelineConfig
 from qtt_cli.space.encoding import TABLE_COLUMNS, encode
 
-__all__ = ["MODEL_PREFIX", "META_FEATURE_NAMES", "CurveSet", "build_curveset", "model_columns"]
+__all__ = ["META_FEATURE_NAMES", "MODEL_PREFIX", "CurveSet", "build_curveset", "hub_model_columns", "model_columns"]
 
 MODEL_PREFIX = "cat:model:"
 # Order of the meta-feature vector, as in the meta-dataset's descriptors.json and MetaFeatures.as_list().
@@ -120,6 +121,11 @@ class CurveSet:
 def model_columns(columns: Sequence[str] | pd.Index) -> list[str]:
     """The ``cat:model:*`` columns among ``columns``, in order."""
     return [str(c) for c in columns if str(c).startswith(MODEL_PREFIX)]
+
+
+def hub_model_columns(hub: Hub) -> list[str]:
+    """One ``cat:model:*`` column per model of ``hub``, under its meta-dataset name where it has one."""
+    return [MODEL_PREFIX + (spec.table_name or spec.name) for spec in hub.models]
 
 
 def build_curveset(

@@ -56,7 +56,7 @@ def load_meta_dataset(root: Path, datasets: Sequence[str] | None = None) -> list
     if missing:
         raise MetaDatasetError(
             f"{str(root)!r} is not a Quick-Tune meta-dataset: missing {', '.join(missing)} "
-            "(expected curves/perf.json, curves/cost.json, table.csv, meta/descriptors.json)"
+            "(see the format in qtt_cli/metadataset/quicktune_format.py)"
         )
     perf = _without_info(_read_json(root / PERF_FILE))
     cost = _without_info(_read_json(root / COST_FILE))

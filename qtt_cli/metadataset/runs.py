@@ -50,7 +50,10 @@ def load_run(run_dir: Path) -> CurveSet:
     ids, configs, curves, costs = [], [], [], []
     for pid, rows in history.groupby("pipeline_id", sort=False):
         try:
-            configs.append(PipelineConfig.from_dict({c: _plain(rows.iloc[0][c]) for c in HYPERPARAMETER_COLUMNS}))
+            first = rows.iloc[0]  # runs written before a hyperparameter existed lack its column: its default
+            configs.append(
+                PipelineConfig.from_dict({c: _plain(first[c]) for c in HYPERPARAMETER_COLUMNS if c in first})
+            )
         except ConfigError as exc:
             raise MetaDatasetError(f"run {str(run_dir)!r}, pipeline {pid}: {exc}") from exc
         curve, cost = _observed_prefix(rows)

@@ -7,10 +7,10 @@ likelihood and the marginal log-likelihood are separate objects, trained by the 
 
 from __future__ import annotations
 
-import gpytorch
 import torch
 from torch import nn
 
+from ._gpytorch import gpytorch
 from .features import FeatureLayout
 
 __all__ = ["CostNet", "CurveEncoder", "DeepKernelGP", "FeatureExtractor", "Predictors"]

@@ -24,13 +24,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import gpytorch
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from qtt_cli.metadataset import CurveSet, model_columns
 
+from ._gpytorch import gpytorch
 from .features import FeatureLayout, Observations, Scaler, observations
 from .networks import Predictors
 
