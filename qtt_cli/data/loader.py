@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .cache import CachedImages
+from .views import MultiView
 
 
 class TransformedImages(Dataset):
@@ -35,8 +36,12 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     pin_memory: bool = False,
+    views: int = 1,
 ) -> DataLoader:
     """A DataLoader of ``(images [B, C, H, W] float, labels [B] int64)`` batches.
+
+    With ``views > 1`` every image comes as that many independently augmented views of the same cached
+    image (``MultiView``): ``images`` is ``[B, views, C, H, W]``.
 
     Reproducibility: the order comes from ``generator``. The random augmentations draw from the global
     ``random``/``numpy``/``torch`` RNGs: in the main process (``num_workers=0``) those are whatever the
@@ -46,6 +51,8 @@ def make_loader(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if views > 1:
+        transform = MultiView(transform, views)
     return DataLoader(
         TransformedImages(images, transform),
         batch_size=batch_size,

@@ -235,5 +235,5 @@ def _check_conditions(values: dict[str, list[Any]], path: Path) -> None:
         if child in values and parent in values and not set(values[parent]) & set(active):
             raise SpaceFileError(
                 f"space file {str(path)!r}: {child} is only used when {parent} is one of "
-                f"{', '.join(active)}, which the file excludes ({parent}: {values[parent]}); remove {child}"
+                f"{', '.join(map(str, active))}, which the file excludes ({parent}: {values[parent]}); remove {child}"
             )

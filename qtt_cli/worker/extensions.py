@@ -45,9 +45,20 @@ class TrainBatch:
 
 
 class Extension:
-    """Base class: every hook is optional and does nothing by default."""
+    """Base class: every hook is optional and does nothing by default.
+
+    Two class attributes ask the worker for more than a hook can do:
+
+    * ``views_per_image``: the training loader delivers that many augmented views of each image, as
+      ``[B, views, C, H, W]``; ``select_inputs`` must reduce them to ``[B, C, H, W]``. With several
+      extensions the largest count wins.
+    * ``cold_start_epochs``: epochs to train with learning rate 0 before the first epoch of a new pipeline
+      (optimizer cold start; the worker documents how they are counted).
+    """
 
     name: str = "extension"
+    views_per_image: int = 1
+    cold_start_epochs: int = 0
 
     def parameters(self) -> Iterable[nn.Parameter]:
         """Extra trainable parameters (added to the optimizer as their own group)."""

@@ -179,6 +179,7 @@ class FinetuneWorker:
         t_setup = time.perf_counter()
         run = self._prepare(pid, config, start_epoch, notes)
         overhead = time.perf_counter() - t_setup
+        cold_start_cost = self._cold_start(pid, run, config, deadline, notes) if start_epoch == 0 else 0.0
         for e in range(start_epoch, end_epoch):
             _check_deadline(deadline)
             seeding.reseed(seeding.stable_seed(self.seed, pid, "epoch", e), run.generator)
@@ -188,7 +189,7 @@ class FinetuneWorker:
             if not math.isfinite(train_loss):
                 raise _Diverged(f"training loss is {train_loss} in epoch {e + 1}")
             val_top1, val_loss = self._evaluate(run, deadline)
-            cost = time.perf_counter() - t0
+            cost = time.perf_counter() - t0 + (cold_start_cost if e == 0 else 0.0)
             if not math.isfinite(val_loss):
                 raise _Diverged(f"validation loss is {val_loss} after epoch {e + 1}")
             run.scheduler.step(e + 1, val_top1)
@@ -199,6 +200,44 @@ class FinetuneWorker:
             overhead += time.perf_counter() - t_save
             epochs.append(EpochResult(e + 1, val_top1, val_loss, train_loss, cost))
         notes.append(f"step overhead outside epoch costs: {overhead:.2f} s (model build, checkpoints)")
+
+    def _cold_start(self, pid: str, run: _Run, config: PipelineConfig, deadline: float | None,
+                    notes: list[str]) -> float:
+        """Optimizer cold start (SPG paper, Sec. 4.1): the extensions' ``cold_start_epochs`` epochs of training
+        with learning rate 0, so that Adam-type moment estimates settle on the new task before any weight
+        moves. Returns its seconds.
+
+        How it is counted: it runs once per pipeline, before epoch 1 of a step that starts from the pretrained
+        model; a continued step finds its effect in the checkpoint's optimizer state, so splitting the epochs
+        into freeze-thaw steps does not change it. It is not a fidelity epoch: nothing is evaluated or
+        checkpointed, and the epoch count and the LR schedule over ``max_epochs`` are unchanged (epoch 1 trains
+        at the schedule's first LR). Its time is added to epoch 1's cost, so that cost predictions and the
+        budget see it. With LR 0 no parameter moves under any optimizer of the space (decoupled weight decay is
+        scaled by the LR, coupled weight decay only enters the moments); normalisation statistics adapt, as in
+        the paper (train mode). Each cold-start epoch is seeded from (seed, pipeline, "cold-start", i).
+        """
+        epochs = max((ext.cold_start_epochs for ext in run.extensions), default=0)
+        if epochs == 0:
+            return 0.0
+        t0 = time.perf_counter()
+        groups = run.optimizer.param_groups
+        scheduled = [group["lr"] for group in groups]
+        for group in groups:
+            group["lr"] = 0.0
+        try:
+            for i in range(epochs):
+                _check_deadline(deadline)
+                seeding.reseed(seeding.stable_seed(self.seed, pid, "cold-start", i), run.generator)
+                train_loss = self._train_epoch(run, config, deadline)
+                if not math.isfinite(train_loss):
+                    raise _Diverged(f"training loss is {train_loss} in cold-start epoch {i + 1}")
+        finally:
+            for group, lr in zip(groups, scheduled, strict=True):
+                group["lr"] = lr
+        cost = time.perf_counter() - t0
+        notes.append(f"optimizer cold start: {epochs} epoch(s) at learning rate 0 before epoch 1 "
+                     f"({cost:.2f} s, counted in epoch 1's cost)")
+        return cost
 
     def _prepare(self, pid: str, config: PipelineConfig, start_epoch: int, notes: list[str]) -> _Run:
         state = None
@@ -253,9 +292,10 @@ class FinetuneWorker:
         pin = self.device.type == "cuda"
         # a last batch of one image breaks BatchNorm in train mode; drop it (timm drops every last batch)
         drop_last = len(train_images) > batch_size and len(train_images) % batch_size == 1
+        views = max((ext.views_per_image for ext in extensions), default=1)
         train_loader = make_loader(train_images, train_transform(pre, config), batch_size, shuffle=True,
                                    generator=generator, num_workers=self.num_workers, drop_last=drop_last,
-                                   pin_memory=pin)
+                                   pin_memory=pin, views=views)
         val_loader = make_loader(val_images, eval_transform(pre), batch_size, shuffle=False, generator=None,
                                  num_workers=self.num_workers, pin_memory=pin)
         losses = recipe.build_loss(config, self.num_classes)
