@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from ConfigSpace import Constant
+from ConfigSpace import Constant, OrdinalHyperparameter
 
 from qtt_cli.space import (
     TABLE_COLUMNS,
@@ -20,12 +20,20 @@ from qtt_cli.space import (
     sample_configs,
     to_pipeline_config,
 )
-from qtt_cli.space.config import ADAM_LIKE, NOT_YET_IMPLEMENTED
+from qtt_cli.space.config import ADAM_LIKE
 from qtt_cli.space.encoding import table_view
 from qtt_cli.space.quicktune import CONDITIONS, HYPERPARAMETERS, OFF
 
 TABLE = Path(__file__).parents[2] / "shared/data/quicktune-extended/table.csv"
 MODELS = ["dla46x_c.in1k", "edgenext_xx_small.in1k", "mobilevit_xxs.cvnets_in1k"]
+# Table 7's finetuning strategies and their values (also the meta-dataset's)
+STRATEGIES = {
+    "stoch_norm": [False, True],
+    "sp_reg": [0.0, 1e-4, 1e-3, 1e-2, 0.1],
+    "delta_reg": [0.0, 1e-4, 1e-3, 1e-2, 0.1],
+    "bss_reg": [0.0, 1e-4, 1e-3, 1e-2, 0.1],
+    "cotuning_reg": [0.0, 0.5, 1.0, 2.0, 4.0],
+}
 TABLE_NAMES = {"dla46x_c.in1k": "dla46x_c", "edgenext_xx_small.in1k": "edgenext_xx_small"}
 
 
@@ -65,9 +73,6 @@ def test_value_sets_equal_the_meta_dataset(table):
         ours = {-1.0 if v == OFF else v for v in hp.values}
         if isinstance(hp.default, bool):
             ours = {int(v) for v in ours}
-        if hp.name in NOT_YET_IMPLEMENTED:
-            assert hp.kind == "constant" and ours == {0} and 0 in expected, hp.name
-            continue
         assert ours == expected, hp.name
 
 
@@ -75,8 +80,10 @@ def test_space_has_every_pipeline_field_and_the_hub_models():
     space = build_space(MODELS, seed=1)
     assert set(space.keys()) == set(PipelineConfig.__dataclass_fields__)
     assert list(space["model"].choices) == MODELS
-    for name in NOT_YET_IMPLEMENTED:
-        assert isinstance(space[name], Constant)
+    assert not any(isinstance(hp, Constant) for hp in space.values())  # every Table 7 hyperparameter is searched
+    for name, values in STRATEGIES.items():  # with exactly the table's values
+        hp = space[name]
+        assert (list(hp.sequence) if isinstance(hp, OrdinalHyperparameter) else list(hp.choices)) == values, name
     assert to_pipeline_config(space.get_default_configuration()) == PipelineConfig(model=MODELS[0])
 
 
@@ -96,8 +103,9 @@ def test_conditions_hold_over_many_samples(samples):
             == (c.data_augmentation == "random_augment")
         )
         assert (c.auto_augment is not None) == (c.data_augmentation == "auto_augment")
-        assert not c.unimplemented_strategies
         assert c.model in MODELS
+    for name, values in STRATEGIES.items():  # the strategies are sampled, each value of the table
+        assert {getattr(c, name) for c in samples} == set(values), name
 
 
 def test_off_values_and_types(samples):
@@ -125,7 +133,8 @@ def test_describe_space_rows():
     }
     assert rows["opt_betas"]["condition"] == "opt in {adam, adamw, adamp}"
     assert rows["clip_grad"]["values"] == [1.0, 10.0, "off"]
-    assert rows["stoch_norm"]["values"] == [False] and "not implemented" in rows["stoch_norm"]["condition"]
+    assert rows["stoch_norm"] == {"name": "stoch_norm", "values": [False, True], "default": False, "condition": ""}
+    assert rows["cotuning_reg"]["values"] == [0.0, 0.5, 1.0, 2.0, 4.0] and rows["cotuning_reg"]["condition"] == ""
 
 
 # --- space files ---------------------------------------------------------------------------------------
@@ -179,8 +188,8 @@ def test_example_space_file_loads():
         ("opt: []\n", "opt: empty choice"),
         ("opt: [adamw, lamb]\n", "unsupported value.*'lamb'.*supported: sgd, momentum"),
         ("sched: None\n", "unsupported value.*'None'"),
-        ("sp_reg: 0.01\n", "sp_reg is not implemented yet; it stays off"),
-        ("stoch_norm: true\n", "stoch_norm is not implemented yet; it stays off"),
+        ("sp_reg: [-0.1]\n", "must be a finite number >= 0"),
+        ("stoch_norm: sometimes\n", "expected true or false"),
         ("lr: [fast]\n", "lr: expected a number, got 'fast'"),
         ("batch_size: [12.5]\n", "must be an integer"),
         ("opt: adamw\nmomentum: [0.9]\n", "momentum is only used when opt is one of momentum"),
@@ -193,8 +202,12 @@ def test_space_file_errors(tmp_path, text, message):
         _space(tmp_path, text)
 
 
-def test_space_file_off_and_missing(tmp_path):
-    _space(tmp_path, "sp_reg: 0\nstoch_norm: false\n")  # off is fine
+def test_space_file_strategies_and_missing(tmp_path):
+    off = sample_configs(_space(tmp_path, "sp_reg: 0\nstoch_norm: false\n"), 20, seed=0)
+    assert all(c.sp_reg == 0 and not c.stoch_norm for c in off)
+    forced = sample_configs(_space(tmp_path, "stoch_norm: true\ncotuning_reg: [0, 4]\nbss_reg: 0.01\n"), 40, seed=0)
+    assert all(c.stoch_norm and c.bss_reg == 0.01 for c in forced)
+    assert {c.cotuning_reg for c in forced} == {0.0, 4.0}
     with pytest.raises(SpaceFileError, match="does not exist"):
         load_space(tmp_path / "nope.yaml", MODELS)
 

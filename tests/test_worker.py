@@ -182,8 +182,6 @@ def test_failures_are_reported_not_raised(cache, tmp_path):
     assert bad.status == "failed" and "no_such_model_anywhere" in bad.error and bad.epochs == []
     missing = worker.step("y", cfg(), 2, 3)
     assert missing.status == "failed" and missing.error.startswith("FileNotFoundError")
-    strategy = worker.step("z", cfg(sp_reg=0.1), 0, 1)
-    assert strategy.status == "failed" and "sp_reg" in strategy.error
     with pytest.raises(ValueError):
         worker.step("x", cfg(), 0, 5)  # beyond max_epochs: a programming error of the caller
     with pytest.raises(ValueError):

@@ -23,13 +23,12 @@ AUGMENTATIONS = ("None", "trivial_augment", "random_augment", "auto_augment")
 AUTO_AUGMENT_POLICIES = ("v0", "original")
 BETAS = ("[0.9, 0.999]", "[0.0, 0.99]", "[0.9, 0.99]", "[0.0, 0.999]")
 
-# Strategies of Table 7 that the worker does not implement yet. They are constants "off" in the
-# default space; a configuration that turns one on is rejected, never silently trained without it.
 # Limits of the training methods (SPG's loss weights are defined for three modules; HVP's paper uses 4 views).
 SPG_MAX_MODULES = 3
 HVP_MAX_VIEWS = 4
 
-NOT_YET_IMPLEMENTED = ("stoch_norm", "sp_reg", "delta_reg", "bss_reg", "cotuning_reg")
+# Table 7's regularisation strengths (0 = off); ``qtt_cli.worker.strategies`` implements each.
+REGULARISERS = ("sp_reg", "delta_reg", "bss_reg", "cotuning_reg")
 
 
 class ConfigError(ValueError):
@@ -125,11 +124,6 @@ class PipelineConfig:
         b1, b2 = (float(x) for x in self.opt_betas.strip("[]").split(","))
         return b1, b2
 
-    @property
-    def unimplemented_strategies(self) -> list[str]:
-        """Names of switched-on strategies that the worker cannot honour yet."""
-        return [name for name in NOT_YET_IMPLEMENTED if getattr(self, name)]
-
 
 def _is_missing(name: str, value: Any) -> bool:
     """NaN (pandas), ``None`` and the string ``"None"`` mean "inactive" -- except for
@@ -165,6 +159,10 @@ def _problems(c: PipelineConfig):
         yield f"pct_to_freeze must be in [0, 1], got {c.pct_to_freeze}"
     if not 0.0 <= c.mixup_prob <= 1.0:
         yield f"mixup_prob must be in [0, 1], got {c.mixup_prob}"
+    for name in REGULARISERS:
+        value = getattr(c, name)
+        if not (math.isfinite(value) and value >= 0):
+            yield f"{name} must be a finite number >= 0 (0 = off), got {value}"
     if c.opt == "momentum" and c.momentum is None:
         yield "opt 'momentum' needs momentum"
     if c.opt in ADAM_LIKE and c.opt_betas is None:

@@ -8,10 +8,8 @@ unordered choices ``CategoricalHyperparameter``.
 ``clip_grad`` and ``layer_decay`` have the value ``"off"`` (``None`` in ``PipelineConfig``, ``-1`` in the
 table); it is ordered last because no clipping / no layer decay is the limit of ever larger values.
 
-Not implemented yet: the strategies in ``config.NOT_YET_IMPLEMENTED`` (StochNorm, SP-, DELTA-, BSS-
-regularisation and Co-Tuning) are ``Constant`` off in this space; they arrive with a later issue. The
-meta-dataset's curves were recorded with them sampled, so the predictors still see their columns (see
-``encoding``).
+Every hyperparameter of Table 7 is searchable, the finetuning strategies (StochNorm, SP-, DELTA- and BSS-
+regularisation, Co-Tuning) with the table's values; ``qtt_cli.worker.strategies`` implements them.
 
 The training methods SPG and HVP (``TRAINING_METHODS``) are searchable too, but they are not in the meta-dataset:
 their value sets are ours, and the table encoding (hence the meta-learned predictors) does not see them.
@@ -33,7 +31,7 @@ from ConfigSpace import (
     OrdinalHyperparameter,
 )
 
-from .config import ADAM_LIKE, NOT_YET_IMPLEMENTED, PipelineConfig
+from .config import ADAM_LIKE, PipelineConfig
 
 __all__ = [
     "CONDITIONS",
@@ -81,10 +79,6 @@ def _c(name: str, values: Sequence[Any], default: Any) -> HyperparameterDef:
     return HyperparameterDef(name, tuple(values), default, "categorical")
 
 
-def _k(name: str, value: Any) -> HyperparameterDef:
-    return HyperparameterDef(name, (value,), value, "constant")
-
-
 # Order: as in PipelineConfig. ``model`` is added by build_space from the hub.
 HYPERPARAMETERS: tuple[HyperparameterDef, ...] = (
     _o("lr", (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2), 1e-3),
@@ -113,12 +107,11 @@ HYPERPARAMETERS: tuple[HyperparameterDef, ...] = (
     _c("linear_probing", (False, True), False),
     _o("layer_decay", (0.65, 0.75, OFF), OFF),
     _c("amp", (False, True), False),
-    # Table 7 strategies the worker does not implement yet: off, see the module docstring.
-    _k("stoch_norm", False),
-    _k("sp_reg", 0.0),
-    _k("delta_reg", 0.0),
-    _k("bss_reg", 0.0),
-    _k("cotuning_reg", 0.0),
+    _c("stoch_norm", (False, True), False),
+    _o("sp_reg", (0.0, 1e-4, 1e-3, 1e-2, 0.1), 0.0),
+    _o("delta_reg", (0.0, 1e-4, 1e-3, 1e-2, 0.1), 0.0),
+    _o("bss_reg", (0.0, 1e-4, 1e-3, 1e-2, 0.1), 0.0),
+    _o("cotuning_reg", (0.0, 0.5, 1.0, 2.0, 4.0), 0.0),
 )
 
 # Training methods outside the meta-dataset (PipelineConfig's spg*/hvp* fields). SPG's cold start is short
@@ -152,7 +145,6 @@ CONDITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 _BY_NAME = {hp.name: hp for hp in SPACE_HYPERPARAMETERS}
-assert set(NOT_YET_IMPLEMENTED) <= {hp.name for hp in HYPERPARAMETERS if hp.kind == "constant"}
 
 
 def build_space(model_names: Sequence[str], seed: int | None = None) -> ConfigurationSpace:
@@ -278,6 +270,6 @@ def describe_space(space: ConfigurationSpace) -> list[dict[str, Any]]:
             values, default = [_native(v) for v in hp.choices], _native(hp.default_value)
         if name in _BY_NAME and isinstance(_BY_NAME[name].default, bool):  # Constant stores 0/1
             values, default = [bool(v) for v in values], bool(default)
-        condition = "not implemented yet (off)" if name in NOT_YET_IMPLEMENTED else conditions.get(name, "")
+        condition = conditions.get(name, "")
         rows.append({"name": name, "values": values, "default": default, "condition": condition})
     return rows

@@ -20,10 +20,10 @@ Example (also in ``examples/space-small.yaml``)::
     weight_decay: {add: [0.05]}
 
 Categorical hyperparameters (``model``, ``opt``, ``opt_betas``, ``sched``, ``data_augmentation``,
-``auto_augment``, ``linear_probing``, ``amp``, ``spg``) accept only the values the worker implements. The
-training methods are forced like any other hyperparameter (``spg: true``, ``spg_modules: 3``, ``hvp_views: 4``).
-The strategies ``stoch_norm``, ``sp_reg``, ``delta_reg``, ``bss_reg`` and ``cotuning_reg`` are not implemented
-yet and can only be set off. New numeric values are outside the meta-dataset, so the meta-learned predictors extrapolate
+``auto_augment``, ``linear_probing``, ``amp``, ``stoch_norm``, ``spg``) accept only the values the worker
+implements. The training methods are forced like any other hyperparameter (``spg: true``, ``spg_modules: 3``,
+``hvp_views: 4``), and so are the finetuning strategies (``stoch_norm: true``, ``sp_reg: [0, 0.01]``; 0 = off).
+New numeric values are outside the meta-dataset, so the meta-learned predictors extrapolate
 for them. Write small numbers with a dot or as decimals (``0.001``); plain YAML reads ``1e-3`` as text, which
 qtt also accepts.
 """
@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 from ConfigSpace import ConfigurationSpace
 
-from .config import HVP_MAX_VIEWS, NOT_YET_IMPLEMENTED, SPG_MAX_MODULES
+from .config import HVP_MAX_VIEWS, SPG_MAX_MODULES
 from .quicktune import _BY_NAME, CONDITIONS, OFF, SPACE_HYPERPARAMETERS, _build
 
 __all__ = ["SpaceFileError", "load_space", "parse_space_file"]
@@ -99,8 +99,6 @@ def parse_space_file(path: str | Path, model_names: Sequence[str]) -> dict[str, 
         where = f"space file {str(path)!r}, {name}"
         if name == "model":
             values["model"] = _models(raw, model_names, where)
-        elif name in NOT_YET_IMPLEMENTED:
-            _check_off(name, raw, where)
         elif name in _BY_NAME:
             values[name] = _values(name, raw, where)
         else:
@@ -152,19 +150,11 @@ def _models(raw: Any, model_names: Sequence[str], where: str) -> list[str]:
     return _dedupe(chosen)
 
 
-def _check_off(name: str, raw: Any, where: str) -> None:
-    items = raw if isinstance(raw, list) else [raw]
-    if any(item not in (0, False, "off", None) for item in items) or not items:
-        raise SpaceFileError(
-            f"{where}: {name} is not implemented yet; it stays off (remove it from the file)"
-        )
-
-
 def _values(name: str, raw: Any, where: str) -> list[Any]:
     hp = _BY_NAME[name]
     if hp.kind != "ordinal":
         items = _as_list(raw, where)
-        if hp.values[0] in (False, True):  # linear_probing, amp
+        if hp.values[0] in (False, True):  # linear_probing, amp, stoch_norm, spg
             items = [_boolean(item, where) for item in items]
         else:
             items = ["None" if item is None else str(item) for item in items]

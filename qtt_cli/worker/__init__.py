@@ -5,14 +5,13 @@ from .freezing import FreezePlan, apply_freezing, head_parameter_names
 from .recipe import build_loss, build_optimizer, build_scheduler, optimizer_kwargs
 from .results import EpochResult, StepResult
 from .seeding import stable_seed
-from .worker import FinetuneWorker, UnsupportedStrategyError
+from .worker import FinetuneWorker
 
 __all__ = [
     "EpochResult",
     "FinetuneWorker",
     "FreezePlan",
     "StepResult",
-    "UnsupportedStrategyError",
     "apply_freezing",
     "best_paths",
     "build_loss",

@@ -94,6 +94,10 @@ class ExtensionContext:
     reference_model: Callable[[], nn.Module]  # builds the pipeline's *initial* (pretrained) model, lazily
     train_loader: Callable[[], torch.utils.data.DataLoader]  # a loader over the training split, plain transform
     resumed: bool  # True when the step continues from a checkpoint (state is then loaded after creation)
+    # the initial model with the classifier of its source task (e.g. ImageNet's 1000 classes), frozen, or
+    # (None, why not) when the weights have none (random weights, no classifier in the file)
+    source_model: Callable[[], tuple[nn.Module | None, str]] = lambda: (None, "no source model available")
+    note: Callable[[str], None] = lambda text: None  # adds a line to the step's StepResult.notes
 
 
 ExtensionFactory = Callable[[ExtensionContext], "Extension | None"]

@@ -70,7 +70,24 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: PipelineConfig, ma
             plateau_mode="max",
             step_on_epochs=True,
         )
+    _set_first_epoch_lr(scheduler, optimizer, config)
     return scheduler
+
+
+def _set_first_epoch_lr(scheduler: Scheduler, optimizer: torch.optim.Optimizer, config: PipelineConfig) -> None:
+    """Give every group its epoch-0 LR, layer-decay scale included.
+
+    timm multiplies a group's LR by its ``lr_scale`` (layer decay) only when the schedule sets the LR: at creation
+    with warm-up, otherwise at the first ``step``, which comes after epoch 1 -- so epoch 1 would train every layer
+    at the base LR. Fixed schedules are functions of the epoch, so stepping to epoch 0 sets exactly that LR; the
+    plateau schedule's ``step(0)`` would mean warm-up to LR 0 (timm treats epoch 0 as the end of an empty
+    warm-up), so without warm-up it is scaled here.
+    """
+    if config.sched != "plateau":
+        scheduler.step(0)
+    elif not config.warmup_epochs:
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * group.get("lr_scale", 1.0)
 
 
 def scheduler_state(scheduler: Scheduler) -> dict:

@@ -13,6 +13,7 @@ epoch give the same weights as one step of k epochs (bit for bit on a determinis
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,10 +31,7 @@ from . import checkpoint, recipe, seeding, strategies  # noqa: F401 -- strategie
 from .extensions import Extension, ExtensionContext, TrainBatch, build_extensions
 from .freezing import FreezePlan, apply_freezing, set_train_mode
 from .results import EpochResult, StepResult
-
-
-class UnsupportedStrategyError(ValueError):
-    """The configuration switches on a finetuning strategy that the worker does not implement."""
+from .strategies.stochnorm import stoch_norm_notes
 
 
 class _Interrupted(Exception):
@@ -63,6 +61,7 @@ class _Run:
     best_top1: float = -math.inf
     history: list | None = None
     extensions: list[Extension] = field(default_factory=list)
+    batch_size: int = 0  # the one trained with: the configured one, or smaller after running out of memory
 
 
 class FinetuneWorker:
@@ -143,10 +142,6 @@ class FinetuneWorker:
         epochs: list[EpochResult] = []
         notes: list[str] = []
         try:
-            if config.unimplemented_strategies:
-                raise UnsupportedStrategyError(
-                    "finetuning strategies not implemented by this worker: "
-                    + ", ".join(config.unimplemented_strategies))
             self._train(pipeline_id, config, start_epoch, end_epoch, deadline, epochs, notes)
             return StepResult(pipeline_id, epochs, "ok", None, notes)
         except _Interrupted:
@@ -181,14 +176,25 @@ class FinetuneWorker:
         overhead = time.perf_counter() - t_setup
         cold_start_cost = self._cold_start(pid, run, config, deadline, notes) if start_epoch == 0 else 0.0
         for e in range(start_epoch, end_epoch):
-            _check_deadline(deadline)
-            seeding.reseed(seeding.stable_seed(self.seed, pid, "epoch", e), run.generator)
-            lr = float(run.optimizer.param_groups[0]["lr"])
-            t0 = time.perf_counter()
-            train_loss = self._train_epoch(run, config, deadline)
-            if not math.isfinite(train_loss):
-                raise _Diverged(f"training loss is {train_loss} in epoch {e + 1}")
-            val_top1, val_loss = self._evaluate(run, deadline)
+            while True:  # a CUDA out-of-memory error halves the batch size and restarts the epoch
+                _check_deadline(deadline)
+                seeding.reseed(seeding.stable_seed(self.seed, pid, "epoch", e), run.generator)
+                group = run.optimizer.param_groups[0]
+                lr = float(group["lr"]) / group.get("lr_scale", 1.0)  # the schedule's LR, before layer decay
+                t0 = time.perf_counter()
+                try:
+                    train_loss = self._train_epoch(run, config, deadline)
+                    if not math.isfinite(train_loss):
+                        raise _Diverged(f"training loss is {train_loss} in epoch {e + 1}")
+                    val_top1, val_loss = self._evaluate(run, deadline)
+                    break
+                except torch.OutOfMemoryError:
+                    pass  # handled below, once the exception no longer holds the failed epoch's tensors
+                failed = run.batch_size
+                run = None  # free the failed run before rebuilding it
+                run = self._rebuild_smaller(pid, config, e, failed, notes)
+                if e == 0:
+                    cold_start_cost = self._cold_start(pid, run, config, deadline, notes)
             cost = time.perf_counter() - t0 + (cold_start_cost if e == 0 else 0.0)
             if not math.isfinite(val_loss):
                 raise _Diverged(f"validation loss is {val_loss} after epoch {e + 1}")
@@ -239,16 +245,38 @@ class FinetuneWorker:
                      f"({cost:.2f} s, counted in epoch 1's cost)")
         return cost
 
-    def _prepare(self, pid: str, config: PipelineConfig, start_epoch: int, notes: list[str]) -> _Run:
+    def _rebuild_smaller(self, pid: str, config: PipelineConfig, epoch: int, failed: int,
+                         notes: list[str]) -> _Run:
+        """The run as it was before ``epoch`` (from its checkpoint, or fresh at epoch 0) with half the batch size
+        ``failed`` that ran out of memory. The smaller size is saved in the checkpoints and kept on continuation."""
+        smaller = _halved(failed)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        notes.append(f"batch size {failed} does not fit in {self.device.type} memory: halved to {smaller}, "
+                     f"epoch {epoch + 1} restarted; the pipeline continues with {smaller}")
+        return self._prepare(pid, config, epoch, notes, batch_size=smaller)
+
+    def _prepare(self, pid: str, config: PipelineConfig, start_epoch: int, notes: list[str],
+                 batch_size: int | None = None) -> _Run:
+        """Build the run, or restore it from the checkpoint of ``start_epoch``; ``batch_size`` overrides the
+        configured one (and the smaller one a checkpoint may carry after running out of memory)."""
         state = None
         if start_epoch > 0:
             state = checkpoint.load_epoch(checkpoint.epoch_path(self.checkpoint_root, pid, start_epoch))
             self._check_compatible(state, config, start_epoch)
+        if batch_size is None:
+            batch_size = int(state.get("batch_size", config.batch_size)) if state is not None else config.batch_size
+            if batch_size != config.batch_size:
+                notes.append(f"trained with batch size {batch_size}: {config.batch_size} did not fit in memory "
+                             "in an earlier step")
         seeding.reseed(seeding.stable_seed(self.seed, pid, "init"))
         weights = parse_weights("random") if state is not None else self.weights
         model = create_model(config.model, self.num_classes, weights, drop_rate=config.drop)
         if state is not None:
             model.load_state_dict(state["model"])
+        if config.stoch_norm:  # before freezing and the optimizer; keeps parameters and state_dict keys
+            notes.extend(stoch_norm_notes(model))
         pre = preprocessing_for(model, self.max_input_size)
         plan = apply_freezing(model, config.pct_to_freeze, config.linear_probing)
         model.to(self.device)
@@ -259,9 +287,11 @@ class FinetuneWorker:
             num_classes=self.num_classes,
             device=self.device,
             reference_model=lambda: self._reference_model(pid, config),
-            train_loader=lambda: make_loader(self.cache.train, eval_transform(pre), config.batch_size,
+            train_loader=lambda: make_loader(self.cache.train, eval_transform(pre), batch_size,
                                              shuffle=False, generator=None, num_workers=self.num_workers),
             resumed=state is not None,
+            source_model=lambda: self._source_model(config),
+            note=notes.append,
         ))
         optimizer = recipe.build_optimizer(model, config)
         extra = [p for ext in extensions for p in ext.parameters()]
@@ -285,7 +315,6 @@ class FinetuneWorker:
         if state is not None:
             seeding.restore(state["rng"], generator)
         train_images, val_images = self.cache.train, self.cache.val
-        batch_size = config.batch_size
         if batch_size > len(train_images):
             notes.append(f"batch_size {batch_size} > {len(train_images)} training images: "
                          "one batch per epoch")
@@ -300,7 +329,7 @@ class FinetuneWorker:
                                  num_workers=self.num_workers, pin_memory=pin)
         losses = recipe.build_loss(config, self.num_classes)
         run = _Run(model, optimizer, scheduler, scaler, losses, plan, pre, train_loader, val_loader, generator,
-                   use_amp, history=[], extensions=extensions)
+                   use_amp, history=[], extensions=extensions, batch_size=batch_size)
         if state is not None:
             run.best_epoch = state["best"]["epoch"]
             run.best_top1 = state["best"]["val_top1"]
@@ -316,6 +345,24 @@ class FinetuneWorker:
         model.requires_grad_(False)
         return model.eval().to(self.device)
 
+    def _source_model(self, config: PipelineConfig) -> tuple[nn.Module | None, str]:
+        """The initial model with the classifier of its source task (e.g. the 1000 ImageNet classes), frozen, for
+        Co-Tuning; or (None, why not)."""
+        if not self.weights.pretrained:
+            return None, "random weights"
+        import timm
+
+        source_classes = getattr(timm.models.get_pretrained_cfg(config.model), "num_classes", 0)
+        if not source_classes:
+            return None, "its pretrained configuration has no classifier"
+        try:
+            with torch.random.fork_rng(devices=[]):
+                model = create_model(config.model, source_classes, self.weights, drop_rate=0.0)
+        except Exception as e:  # noqa: BLE001 - e.g. a weights file without the classifier
+            return None, f"no {source_classes}-class classifier in the weights: {type(e).__name__}: {e}"
+        model.requires_grad_(False)
+        return model.eval().to(self.device), ""
+
     def _check_compatible(self, state: dict, config: PipelineConfig, start_epoch: int) -> None:
         expected = {"epoch": start_epoch, "config": config.to_dict(), "num_classes": self.num_classes,
                     "max_epochs": self.max_epochs, "seed": self.seed}
@@ -327,7 +374,7 @@ class FinetuneWorker:
     def _train_epoch(self, run: _Run, config: PipelineConfig, deadline: float | None) -> float:
         set_train_mode(run.model, run.plan)
         device = self.device
-        trainable = [p for p in run.model.parameters() if p.requires_grad]
+        trainable = [p for group in run.optimizer.param_groups for p in group["params"]]  # with extensions
         total = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
         for x, y in run.train_loader:
@@ -408,6 +455,7 @@ class FinetuneWorker:
             "best": {"epoch": run.best_epoch, "val_top1": run.best_top1},
             "history": run.history,
             "extensions": {ext.name: ext.state_dict() for ext in run.extensions},
+            "batch_size": run.batch_size,
         }
         checkpoint.save_epoch(checkpoint.epoch_path(self.checkpoint_root, pid, epoch), state)
         if improved:
@@ -425,6 +473,13 @@ class FinetuneWorker:
             for old in checkpoint.epochs_on_disk(self.checkpoint_root, pid):
                 if old < epoch:
                     checkpoint.epoch_path(self.checkpoint_root, pid, old).unlink(missing_ok=True)
+
+
+def _halved(batch_size: int) -> int:
+    """Half of ``batch_size`` after it ran out of memory; a batch of one that does not fit is a failure."""
+    if batch_size <= 1:
+        raise torch.OutOfMemoryError("a batch of one image does not fit in memory")
+    return batch_size // 2
 
 
 def _check_deadline(deadline: float | None) -> None:
