@@ -1,7 +1,8 @@
 """Meta-training the predictors on learning curves of other datasets (Algorithm 2 of the Quick-Tune appendix).
 
-Repeatedly: pick one meta-training dataset uniformly at random, take a random batch of its observations,
-condition the GP on that batch and take one Adam step on −mll + the cost MSE. Every ``eval_every``
+Repeatedly: pick one meta-training dataset uniformly at random, take a batch of its observations (random
+curves cut at random epochs, see ``curve_batch``), condition the GP on that batch and take one Adam step on
+−mll + the cost MSE (learning rate decayed along a cosine). Every ``eval_every``
 iterations the held-out meta-validation datasets' negative log-likelihood (``Surrogate.nll``) decides early
 stopping; the best weights are kept.
 """
@@ -21,7 +22,7 @@ from qtt_cli.metadataset import CurveSet
 from qtt_cli.space.encoding import TABLE_COLUMNS
 
 from .features import Scaler, observations
-from .surrogate import Surrogate, _gp_settings, _Trainer
+from .surrogate import Surrogate, _gp_settings, _Trainer, curve_batch
 
 __all__ = [
     "REPORT_FILE",
@@ -81,12 +82,16 @@ def meta_train(
     obs = [observations(cs, surrogate.layout, scaler) for cs in train]
     surrogate.nets.gp.mean_module.constant.data.fill_(float(np.concatenate([o.targets for o in obs]).mean()))
 
-    untrained = surrogate.nll(val, seed=seed) if val else None
+    untrained_scores = surrogate.evaluate(val, seed=seed) if val else None
+    untrained = untrained_scores["nll"] if val else None
     best_nll, best_iteration = untrained, 0
     best_state = _snapshot(surrogate)
     curve: list[list[float]] = [[0, untrained]] if val else []
     train_curve: list[list[float]] = []
     trainer = _Trainer(surrogate, lr)
+    # Cosine decay to 5% of lr: switching datasets every step makes late full-rate steps jump between
+    # dataset-specific optima (the validation NLL then oscillates instead of settling).
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(trainer.optimizer, T_max=iterations, eta_min=0.05 * lr)
     rng = np.random.default_rng(seed)
     losses: list[float] = []
     stale, iteration = 0, 0
@@ -94,8 +99,9 @@ def meta_train(
         torch.manual_seed(seed)
         for iteration in range(1, iterations + 1):
             o = obs[int(rng.integers(len(obs)))]
-            idx = np.arange(len(o)) if len(o) <= batch_size else np.sort(rng.choice(len(o), batch_size, replace=False))
+            idx = curve_batch(o, rng, batch_size)
             losses.append(trainer.step(o, idx))
+            schedule.step()
             metrics: dict[str, Any] = {"loss": float(np.mean(losses[-50:]))}
             if iteration % eval_every == 0 or iteration == iterations:
                 train_curve.append([iteration, metrics["loss"]])
@@ -117,6 +123,7 @@ def meta_train(
     else:
         best_iteration = iteration
     report = {
+        "val_scores": {"untrained": untrained_scores, "best": surrogate.evaluate(val, seed=seed) if val else None},
         "iterations_run": iteration,
         "best_iteration": best_iteration,
         "untrained_val_nll": untrained,

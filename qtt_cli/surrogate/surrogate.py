@@ -204,7 +204,7 @@ class Surrogate:
             torch.manual_seed(seed)
             for _ in range(steps):
                 o = obs[int(rng.integers(len(obs)))]
-                idx = np.arange(len(o)) if len(o) <= batch else np.sort(rng.choice(len(o), batch, replace=False))
+                idx = curve_batch(o, rng, batch)
                 losses.append(trainer.step(o, idx))
         self.info["trained_steps"] = int(self.info.get("trained_steps", 0)) + steps
         return {"steps": steps, "loss_first": losses[0], "loss_last": float(np.mean(losses[-10:]))}
@@ -287,14 +287,23 @@ class Surrogate:
             rows, epochs = rows[keep], epochs[keep]
         return rows, epochs
 
-    def nll(self, curvesets: Sequence[CurveSet], *, seed: int = 0, targets_per_set: int = 64) -> float:
-        """Mean held-out negative log-likelihood per point (accuracy in [0, 1]).
+    def nll(self, curvesets: Sequence[CurveSet], *, seed: int = 0, targets_per_set: int = 256) -> float:
+        """Mean held-out negative log-likelihood per point (accuracy in [0, 1]); see ``evaluate``."""
+        return self.evaluate(curvesets, seed=seed, targets_per_set=targets_per_set)["nll"]
+
+    def evaluate(self, curvesets: Sequence[CurveSet], *, seed: int = 0, targets_per_set: int = 256) -> dict:
+        """Held-out scores on curves the surrogate was not trained on, asked as a search asks.
 
         For each curve set: ``targets_per_set`` configurations, each cut after a random number k of its
-        epochs; the GP is conditioned on those prefixes only and predicts epoch k + 1 of each, as the search
-        does. Lower is better; the same ``seed`` gives the same cuts.
+        epochs (k = 0 included: a configuration not started yet); the GP is conditioned on those prefixes
+        only and predicts epoch k + 1 of each. Same ``seed``, same cuts.
+
+        Returns:
+            ``nll``: mean Gaussian negative log-likelihood per point, accuracy in [0, 1] (lower is better);
+            ``mae``: mean absolute error of the predicted accuracy, in percentage points;
+            ``cost_log_mae``: mean |log(predicted / recorded seconds)| of epoch k + 1.
         """
-        total, count = 0.0, 0
+        nll, err, cost_err = [], [], []
         for cs in curvesets:
             rows, cuts = _random_cuts(cs, np.random.default_rng(seed), targets_per_set)
             if not len(rows):
@@ -304,18 +313,49 @@ class Surrogate:
             for r, k in zip(rows, cuts, strict=True):
                 observed[r], costs[r] = cs.curves[r][:k], cs.costs[r][:k]
             pred = self.predict(cs.with_observations(observed, costs), rows, cuts + 1, cuts)
-            y = np.array([cs.curves[r][k] for r, k in zip(rows, cuts, strict=True)]) / 100.0
+            y = np.array([cs.curves[r][k] for r, k in zip(rows, cuts, strict=True)])
+            seconds = np.array([cs.costs[r][k] for r, k in zip(rows, cuts, strict=True)])
             mu, sd = pred.mean / 100.0, pred.std / 100.0
-            total += float(np.sum(0.5 * np.log(2 * math.pi * sd**2) + (y - mu) ** 2 / (2 * sd**2)))
-            count += len(rows)
-        if not count:
-            raise ValueError("no observed epochs to evaluate the negative log-likelihood on")
-        return total / count
+            nll.append(0.5 * np.log(2 * math.pi * sd**2) + (y / 100.0 - mu) ** 2 / (2 * sd**2))
+            err.append(np.abs(y - pred.mean))
+            cost_err.append(np.abs(np.log(pred.cost_s) - np.log(np.maximum(seconds, 1e-6))))
+        if not nll:
+            raise ValueError("no observed epochs to evaluate the predictors on")
+        return {
+            "nll": float(np.concatenate(nll).mean()),
+            "mae": float(np.concatenate(err).mean()),
+            "cost_log_mae": float(np.concatenate(cost_err).mean()),
+            "points": int(sum(len(x) for x in nll)),
+        }
 
     def _forget_data(self) -> None:
         """Drop the GP's conditioning data (not part of the model; keeps copies and files small)."""
         gp = self.nets.gp
         gp.train_inputs, gp.train_targets, gp.prediction_strategy = None, None, None
+
+
+def curve_batch(obs: Observations, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A training batch shaped like a search's history: random configurations, each with its epochs
+    1..k up to a random cut k, until ``size`` observations (all observations when there are fewer).
+
+    Uniformly random observations would rarely put two epochs of one curve in a batch, so the GP would
+    never learn how strongly a configuration's next epoch follows its own earlier ones -- which is what
+    it is asked during a search, where it conditions on whole observed prefixes.
+    """
+    n = len(obs)
+    if n <= size:
+        return np.arange(n)
+    starts = np.flatnonzero(np.r_[True, obs.config_rows[1:] != obs.config_rows[:-1]])
+    lengths = np.diff(np.r_[starts, n])
+    chosen: list[np.ndarray] = []
+    total = 0
+    for i in rng.permutation(len(starts)):
+        k = int(rng.integers(1, lengths[i] + 1))
+        chosen.append(starts[i] + np.arange(min(k, size - total)))
+        total += len(chosen[-1])
+        if total >= size:
+            break
+    return np.sort(np.concatenate(chosen))
 
 
 def _random_cuts(cs: CurveSet, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

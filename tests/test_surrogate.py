@@ -1,0 +1,230 @@
+"""The predictors (qtt_cli.surrogate): deep-kernel GP + cost MLP, persistence, meta-training, priors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from qtt_cli.cli.app import app
+from qtt_cli.hub import load_hub
+from qtt_cli.metadataset import CurveSet, build_curveset, hub_model_columns, load_meta_dataset, write_meta_dataset
+from qtt_cli.space import TABLE_COLUMNS, build_space, sample_configs
+from qtt_cli.surrogate import (
+    PRIORS_DIR,
+    Surrogate,
+    SurrogateFileError,
+    describe_priors,
+    load_priors,
+    meta_train,
+)
+
+META_DATASET = Path(__file__).resolve().parents[2] / "shared/data/quicktune-extended"
+QUICKTUNE = load_hub("quicktune")
+TINY = load_hub("tiny")
+TINY_MODELS = [TINY.table_names.get(m, m) for m in TINY.names]
+
+
+def _synthetic(name: str, n: int, seed: int, *, num_samples: int = 2000, max_epochs: int = 8) -> CurveSet:
+    """Curves with structure a predictor can learn: the final accuracy depends on the model and on the
+    distance of log10(lr) from -3; curves rise as 1 - exp(-t/2); an epoch costs a model-specific number of
+    seconds proportional to the dataset size."""
+    rng = np.random.default_rng(seed)
+    configs = sample_configs(build_space(TINY.names), n, seed=seed)
+    model_skill = {m: 40 + 8 * i for i, m in enumerate(TINY.names)}
+    model_cost = {m: 2.0 * (i + 1) for i, m in enumerate(TINY.names)}
+    curves, costs = [], []
+    for c in configs:
+        final = model_skill[c.model] - 12 * abs(np.log10(c.lr) + 3)
+        k = int(rng.integers(1, max_epochs + 1))
+        t = np.arange(1, k + 1)
+        curves.append(np.clip(final * (1 - np.exp(-t / 2)) + rng.normal(0, 1, k), 0, 100))
+        costs.append(model_cost[c.model] * num_samples / 1000 * rng.uniform(0.9, 1.1, k))
+    return build_curveset(
+        name, configs, curves, costs, [num_samples, 10, 64, 3], max_epochs,
+        config_ids=[f"{name}-{i}" for i in range(n)], model_names_map=TINY.table_names, model_column_names=TINY_MODELS,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> list[CurveSet]:
+    return [_synthetic(f"d{i}", 60, seed=i, num_samples=1000 * (i + 1)) for i in range(6)]
+
+
+def test_save_then_load_gives_identical_predictions(tmp_path, synthetic):
+    surrogate = Surrogate.new(synthetic[0].features.columns, seed=1)
+    surrogate.fit(synthetic[:2], steps=15)
+    cs = synthetic[2]
+    rows = np.arange(len(cs))
+    start = np.minimum(cs.lengths, 3)
+    before = surrogate.predict(cs, rows, start + 2, start)
+    surrogate.save(tmp_path)
+    loaded = Surrogate.load(tmp_path)
+    after = loaded.predict(cs, rows, start + 2, start)
+    np.testing.assert_array_equal(before.mean, after.mean)
+    np.testing.assert_array_equal(before.std, after.std)
+    np.testing.assert_array_equal(before.cost_s, after.cost_s)
+    assert loaded.layout == surrogate.layout and loaded.scaler == surrogate.scaler
+    assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.pkl"))
+    assert json.loads((tmp_path / "surrogate.json").read_text())["layout"]["model_columns"][-1] == (
+        "cat:model:lcnet_050.ra2_in1k"
+    )
+
+
+def test_load_refuses_a_directory_without_a_surrogate(tmp_path):
+    with pytest.raises(SurrogateFileError, match="holds no surrogate"):
+        Surrogate.load(tmp_path)
+    (tmp_path / "surrogate.safetensors").write_bytes(b"junk")
+    (tmp_path / "surrogate.json").write_text('{"format": "something else"}')
+    with pytest.raises(SurrogateFileError, match="not a qtt-surrogate"):
+        Surrogate.load(tmp_path)
+
+
+def test_cost_predictions_are_positive_seconds(synthetic):
+    surrogate = Surrogate.new(synthetic[0].features.columns, seed=0)
+    surrogate.fit(synthetic[:3], steps=250, lr=3e-3)
+    cs = synthetic[1]  # 2000 images: an epoch of model i costs 4 * (i + 1) seconds
+    truth = np.array([4.0 * (TINY.names.index(c.model) + 1) for c in _configs(cs)])
+    rows = np.arange(len(cs))
+    one = surrogate.predict(cs, rows, np.ones(len(cs), int), np.zeros(len(cs), int)).cost_s
+    three = surrogate.predict(cs, rows, np.full(len(cs), 3), np.zeros(len(cs), int)).cost_s
+    assert (one > 0).all() and (three > 0).all()
+    ratio = one / truth
+    assert np.median(np.abs(np.log(ratio))) < np.log(1.5), f"predicted/true cost ratios {np.round(ratio, 2)}"
+    np.testing.assert_allclose(three / one, 3.0, rtol=0.25)  # three epochs cost about three times one
+
+
+def _configs(cs: CurveSet):
+    from qtt_cli.space import decode
+
+    return [decode(row, TINY.table_names) for _, row in cs.features.iterrows()]
+
+
+def test_gp_mean_moves_toward_an_observed_curve(synthetic):
+    surrogate = Surrogate.new(synthetic[0].features.columns, seed=0)
+    cs = synthetic[0]
+    empty = cs.with_observations([np.zeros(0)] * len(cs), [np.zeros(0)] * len(cs))
+    prior = surrogate.predict(empty, [0], [6], [0])
+    curve = np.array([90.0, 91.0, 92.0, 93.0, 94.0])
+    observed = list(empty.curves)
+    observed[0] = curve
+    costs = list(empty.costs)
+    costs[0] = np.ones(5)
+    posterior = surrogate.predict(empty.with_observations(observed, costs), [0], [6], [5])
+    assert abs(posterior.mean[0] - 94) < abs(prior.mean[0] - 94) - 10
+    assert posterior.std[0] < prior.std[0]
+    assert posterior.std[0] > 0
+
+
+def test_every_model_column_reaches_the_feature_extractor(synthetic):
+    columns = list(TABLE_COLUMNS) + [f"cat:model:{m}" for m in TINY_MODELS if f"cat:model:{m}" not in TABLE_COLUMNS]
+    surrogate = Surrogate.new(columns, seed=0)
+    layout, cs = surrogate.layout, synthetic[0]
+    x = torch.from_numpy(layout.rows(cs, surrogate.scaler, np.zeros(4, int), np.ones(4), np.zeros(4, int)))
+    x.requires_grad_(True)
+    surrogate.nets.gp.feature_extractor(x).square().sum().backward()
+    grad = x.grad[:, layout.slices["model"]].abs().sum(dim=0)
+    assert len(grad) == 27  # 24 table models + the tiny hub's 3 others
+    assert (grad > 0).all(), f"model columns without influence: {np.flatnonzero(grad.numpy() == 0)}"
+
+
+def test_with_columns_adds_zero_embeddings_that_training_moves(synthetic):
+    table_only = Surrogate.new(list(TABLE_COLUMNS), seed=0)
+    table_only.fit(synthetic[:1][:0] or [_table_models_only(synthetic[0])], steps=5)
+    cs = synthetic[0]
+    extended = table_only.with_columns(cs.features.columns)
+    assert table_only.unknown_models(cs.features.columns) == [
+        "cat:model:tf_efficientnet_lite0.in1k", "cat:model:mobilenetv3_small_050.lamb_in1k",
+        "cat:model:lcnet_050.ra2_in1k",
+    ]  # fmt: skip
+    assert extended.covers(cs.features.columns) and not table_only.covers(cs.features.columns)
+    weight = extended.nets.gp.feature_extractor.model_embedding.weight
+    assert weight.shape[1] == 27 and torch.count_nonzero(weight[:, 24:]) == 0
+    # rows of models both know get the same predictions
+    known = _table_models_only(cs)
+    rows = np.arange(len(known))
+    a = table_only.predict(known, rows, np.ones(len(known), int), np.zeros(len(known), int))
+    b = extended.predict(known, rows, np.ones(len(known), int), np.zeros(len(known), int))
+    np.testing.assert_allclose(a.mean, b.mean, rtol=1e-5)
+    extended.fit([cs], steps=5, lr=1e-2)
+    assert torch.count_nonzero(extended.nets.gp.feature_extractor.model_embedding.weight[:, 24:]) > 0
+    with pytest.raises(ValueError, match="with_columns"):
+        table_only.predict(cs, rows, np.ones(len(rows), int), np.zeros(len(rows), int))
+
+
+def _table_models_only(cs: CurveSet) -> CurveSet:
+    rows = [i for i, m in enumerate(cs.model_names()) if f"cat:model:{m}" in TABLE_COLUMNS]
+    sub = cs.subset(rows)
+    return CurveSet(sub.name, sub.config_ids, sub.features[list(TABLE_COLUMNS)], sub.curves, sub.costs,
+                    sub.meta_features, sub.max_epochs)  # fmt: skip
+
+
+def test_predict_validates_its_requests(synthetic):
+    surrogate = Surrogate.new(synthetic[0].features.columns)
+    with pytest.raises(ValueError, match="from_epochs < target_epochs"):
+        surrogate.predict(synthetic[0], [0], [2], [2])
+    with pytest.raises(ValueError, match="index"):
+        surrogate.predict(synthetic[0], [999], [2], [1])
+
+
+def test_meta_training_lowers_held_out_nll(synthetic):
+    surrogate, report = meta_train(synthetic[:4], synthetic[4:], iterations=150, batch_size=128, lr=3e-3,
+                                   eval_every=50, patience=3, seed=0)  # fmt: skip
+    untrained = Surrogate.new(surrogate.layout.model_columns + list(TABLE_COLUMNS), scaler=surrogate.scaler)
+    assert report["best_iteration"] > 0
+    assert report["best_val_nll"] < report["untrained_val_nll"] - 0.5, report["val_nll_curve"]
+    assert surrogate.nll(synthetic[4:]) == pytest.approx(report["best_val_nll"])
+    assert surrogate.nll(synthetic[4:]) < untrained.nll(synthetic[4:]) - 0.5
+
+
+def test_meta_training_on_real_curves_lowers_held_out_nll():
+    if not (META_DATASET / "table.csv").is_file():
+        pytest.skip(f"Quick-Tune meta-dataset not found at {META_DATASET} (it lives in ../shared next to the repo)")
+    sets = load_meta_dataset(META_DATASET, datasets=["APL", "BCT", "FLW", "MED_LF", "PNU", "TEX_DTD"])
+    surrogate, report = meta_train(sets[:4], sets[4:], iterations=200, eval_every=100, patience=2, seed=0)
+    assert report["best_val_nll"] < report["untrained_val_nll"] - 0.5, report["val_nll_curve"]
+    assert surrogate.covers(hub_model_columns(QUICKTUNE))
+
+
+def test_priors_coverage_rule(tmp_path, synthetic):
+    Surrogate.new(list(TABLE_COLUMNS)).save(tmp_path)
+    full = load_priors(hub_model_columns(QUICKTUNE), tmp_path)
+    assert full is not None and full.covers(hub_model_columns(QUICKTUNE))
+    assert "cover all 24 models" in describe_priors(hub_model_columns(QUICKTUNE), tmp_path)
+    partial = load_priors(hub_model_columns(TINY), tmp_path)
+    assert partial is not None and partial.covers(hub_model_columns(TINY))
+    assert partial.info["untrained_models"] == [m for m in TINY_MODELS if f"cat:model:{m}" not in TABLE_COLUMNS]
+    assert "know 3 of the hub's 6 models" in describe_priors(hub_model_columns(TINY), tmp_path)
+    assert load_priors(["cat:model:resnet18.a1_in1k"], tmp_path) is None
+    assert "not used" in describe_priors(["cat:model:resnet18.a1_in1k"], tmp_path)
+    assert load_priors(hub_model_columns(QUICKTUNE), tmp_path / "none") is None
+
+
+def test_shipped_priors_cover_the_quicktune_hub_and_beat_untrained():
+    priors = load_priors(hub_model_columns(QUICKTUNE))
+    assert priors is not None, f"no priors in {PRIORS_DIR}"
+    assert priors.covers(hub_model_columns(QUICKTUNE))
+    report = priors.info["meta_training"]
+    assert report["best_val_nll"] < report["untrained_val_nll"]
+    if (META_DATASET / "table.csv").is_file():
+        val = load_meta_dataset(META_DATASET, datasets=report["val_datasets"])
+        assert priors.nll(val) == pytest.approx(report["best_val_nll"], abs=1e-3)
+
+
+def test_meta_train_command(tmp_path, synthetic):
+    data = tmp_path / "meta"
+    write_meta_dataset(synthetic[:4], data)
+    out = tmp_path / "priors"
+    args = ["--iterations", "20", "--eval-every", "10", "--val-datasets", "1", "--json"]
+    result = CliRunner().invoke(app, ["meta-train", "--meta-dataset", str(data), "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert len(report["val_datasets"]) == 1 and report["iterations_run"] == 20
+    assert Surrogate.load(out).covers(synthetic[0].features.columns)
+    bad = CliRunner().invoke(app, ["meta-train", "--meta-dataset", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "not a Quick-Tune meta-dataset" in bad.output
+    assert not (tmp_path / "x").exists()
