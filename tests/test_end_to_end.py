@@ -34,7 +34,7 @@ def fast_hub(tmp_path_factory) -> Path:
 def tune_args(dataset: Path, out: Path, hub: Path, *extra: str) -> list[str]:
     return [
         "tune", str(dataset), "--out", str(out), "--hub", str(hub), "--weights", "random",
-        "--max-input-size", "32", "--max-epochs", "2", "--budget", "5m", "--quiet", *extra,
+        "--max-input-size", "32", "--max-epochs", "2", "--budget", "5m", "--quiet", "--optimizer", "random", *extra,
     ]
 
 

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 def _command(dataset: Path, out: Path, hub: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "qtt_cli", "tune", str(dataset), "--out", str(out), "--hub", str(hub),
-        "--weights", "random", "--max-input-size", "32", "--max-epochs", "3", "--budget", "10m", *extra,
+        "--weights", "random", "--max-input-size", "32", "--max-epochs", "3", "--budget", "10m",
+        "--optimizer", "random", *extra,
     ]
 
 

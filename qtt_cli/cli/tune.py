@@ -30,7 +30,9 @@ def tune_command(
     weights: Annotated[
         str, typer.Option(help="pretrained (timm/HF cache), random, or a folder of checkpoint files.")
     ] = "pretrained",
-    optimizer: Annotated[str, typer.Option(help="Which optimizer chooses the steps: random.")] = "random",
+    optimizer: Annotated[
+        str, typer.Option(help="quicktune (meta-learned freeze-thaw BO) or random (random search).")
+    ] = "quicktune",
     delta_t: Annotated[int, typer.Option("--delta-t", help="Epochs per freeze-thaw step.")] = 1,
     max_epochs: Annotated[
         int, typer.Option(help="Epochs after which a pipeline is finished (LR schedule length).")

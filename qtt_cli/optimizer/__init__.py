@@ -1,6 +1,16 @@
 """Optimizers decide which pipeline to train next and for how long (freeze-thaw)."""
 
 from qtt_cli.optimizer.base import Optimizer, PipelineState, Suggestion, pipeline_states
+from qtt_cli.optimizer.candidates import RecordedConfigs
 from qtt_cli.optimizer.random_search import RandomSearch
+from qtt_cli.optimizer.successive_halving import SuccessiveHalving
 
-__all__ = ["Optimizer", "PipelineState", "RandomSearch", "Suggestion", "pipeline_states"]
+__all__ = [
+    "Optimizer",
+    "PipelineState",
+    "RandomSearch",
+    "RecordedConfigs",
+    "SuccessiveHalving",
+    "Suggestion",
+    "pipeline_states",
+]

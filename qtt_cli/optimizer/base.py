@@ -16,17 +16,30 @@ from qtt_cli.space.config import PipelineConfig
 from qtt_cli.store.results import HYPERPARAMETER_COLUMNS
 
 FINAL_STATUSES = ("failed", "diverged")
+# Errors that say nothing about the pipeline itself (another process held the GPU memory, a driver hiccup):
+# such a failed step may be retried once before the pipeline is given up.
+TRANSIENT_ERRORS = ("out of memory", "alloc_failed", "resource temporarily unavailable")
+
+
+def is_transient(error: str | None) -> bool:
+    return bool(error) and any(marker in error.lower() for marker in TRANSIENT_ERRORS)
 
 
 @dataclass(frozen=True)
 class PipelineState:
-    """What the run knows about one pipeline: its configuration and its learning curve so far."""
+    """What the run knows about one pipeline: its configuration and its learning curve so far.
+
+    ``config`` is ``None`` only when replaying a meta-dataset, where a recorded configuration is known by
+    its id (``pipeline_id``) and its encoded table row, and may use strategies the worker cannot train.
+    """
 
     pipeline_id: str
-    config: PipelineConfig
+    config: PipelineConfig | None
     curve: tuple[float, ...]  # validation top-1 (percent) after epoch 1, 2, ...
     costs: tuple[float, ...]  # seconds spent on epoch 1, 2, ...
     status: str  # status of the latest step: ok | interrupted | failed | diverged
+    error: str | None = None  # error of the latest step, if it failed or diverged
+    failed_steps: int = 0  # steps of this pipeline that ended with status "failed"
 
     @property
     def epochs(self) -> int:
@@ -41,13 +54,18 @@ class PipelineState:
         """Whether training may still be continued (not failed or diverged)."""
         return self.status not in FINAL_STATUSES
 
+    @property
+    def retryable(self) -> bool:
+        """A pipeline whose only failure looks transient (e.g. out of memory) may be stepped once more."""
+        return self.status == "failed" and self.failed_steps == 1 and is_transient(self.error)
+
 
 @dataclass(frozen=True)
 class Suggestion:
     """Train ``pipeline_id`` (a new one when it is not in the history) from ``start_epoch`` to ``end_epoch``."""
 
     pipeline_id: str
-    config: PipelineConfig
+    config: PipelineConfig | None  # None only in replay (see PipelineState)
     start_epoch: int
     end_epoch: int
 
@@ -55,27 +73,38 @@ class Suggestion:
 class Optimizer(abc.ABC):
     """Decides which pipeline to train next, and for how many more epochs (freeze-thaw)."""
 
-    def __init__(self, *, max_epochs: int, delta_t: int) -> None:
+    def __init__(self, *, max_epochs: int, delta_t: int, epoch_limits: Mapping[str, int] | None = None) -> None:
+        """``epoch_limits``: per pipeline id, the epoch it cannot be trained past (replay: the recorded
+        length of its curve); pipelines not listed go to ``max_epochs``."""
         if delta_t < 1 or max_epochs < 1:
             raise ValueError("delta_t and max_epochs must be >= 1")
         self.max_epochs = max_epochs
         self.delta_t = delta_t
+        self.epoch_limits = dict(epoch_limits or {})
 
     @abc.abstractmethod
     def ask(self, pipelines: Mapping[str, PipelineState]) -> Suggestion | None:
         """The next step, or None when there is nothing left to try."""
 
+    def limit(self, pipeline_id: str) -> int:
+        """The epoch at which ``pipeline_id`` is finished."""
+        return min(self.max_epochs, self.epoch_limits.get(pipeline_id, self.max_epochs))
+
+    def can_continue(self, pipeline: PipelineState) -> bool:
+        """Not finished, and not failed (except a first transient failure, which is retried once)."""
+        return (pipeline.alive or pipeline.retryable) and pipeline.epochs < self.limit(pipeline.pipeline_id)
+
     def may_continue(self, pipelines: Mapping[str, PipelineState]) -> set[str]:
         """Pipelines this optimizer may still continue: their latest checkpoint must be kept."""
-        return {pid for pid, p in pipelines.items() if p.alive and p.epochs < self.max_epochs}
+        return {pid for pid, p in pipelines.items() if self.can_continue(p)}
 
     def continue_step(self, pipeline: PipelineState) -> Suggestion:
-        """The next Δt epochs of an existing pipeline, clipped at max_epochs."""
+        """The next Δt epochs of an existing pipeline, clipped at its limit."""
         return Suggestion(
             pipeline.pipeline_id,
             pipeline.config,
             pipeline.epochs,
-            min(pipeline.epochs + self.delta_t, self.max_epochs),
+            min(pipeline.epochs + self.delta_t, self.limit(pipeline.pipeline_id)),
         )
 
 
@@ -93,12 +122,15 @@ def pipeline_states(history: pd.DataFrame) -> dict[str, PipelineState]:
         done = rows[rows["val_top1"].notna()]
         first = rows.iloc[0]
         config = PipelineConfig.from_dict({c: _plain(first[c]) for c in HYPERPARAMETER_COLUMNS})
+        last = rows.iloc[-1]
         states[str(pid)] = PipelineState(
             pipeline_id=str(pid),
             config=config,
             curve=tuple(float(v) for v in done["val_top1"]),
             costs=tuple(float(v) for v in done["cost_s"]),
-            status=str(rows.iloc[-1]["status"]),
+            status=str(last["status"]),
+            error=None if pd.isna(last["error"]) else str(last["error"]),
+            failed_steps=int(rows.loc[rows["status"] == "failed", "step"].nunique()),
         )
     return states
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-OPTIMIZERS = ("random",)
+OPTIMIZERS = ("quicktune", "random")
 
 # Settings that may change when a run is resumed; all others must match the saved run.
 RESUMABLE_CHANGES = ("budget_s", "max_steps", "device", "num_workers", "keep_best")

@@ -131,7 +131,7 @@ def _prepare_locked(settings, run_dir, hub, space, weights, splits, overwrite, r
     info.setdefault("created", pd.Timestamp.now(tz="UTC").isoformat())
     run_dir.write_run(info)
 
-    optimizer = make_optimizer(settings, space)
+    optimizer = make_optimizer(settings, space, hub=hub, meta_features=features.as_list(), reporter=reporter)
     worker = FinetuneWorker(
         cache,
         weights,
@@ -145,10 +145,44 @@ def _prepare_locked(settings, run_dir, hub, space, weights, splits, overwrite, r
     return PreparedRun(settings, run_dir, hub, weights, cache, optimizer, worker, info, lock)
 
 
-def make_optimizer(settings: TuneSettings, space) -> Optimizer:
+def make_optimizer(
+    settings: TuneSettings,
+    space,
+    *,
+    hub: Hub | None = None,
+    meta_features: list[float] | None = None,
+    reporter: Reporter | None = None,
+) -> Optimizer:
+    """The optimizer of ``settings.optimizer``. Quick-Tune needs the hub (its models' meta-dataset names) and
+    the dataset's meta-features, and says through ``reporter`` whether meta-learned priors are used."""
     if settings.optimizer == "random":
         return RandomSearch(space, max_epochs=settings.max_epochs, delta_t=settings.delta_t, seed=settings.seed)
+    if settings.optimizer == "quicktune":
+        if hub is None or meta_features is None:
+            raise ValueError("the quicktune optimizer needs the hub and the dataset's meta-features")
+        return _quicktune(settings, space, hub, meta_features, reporter or SilentReporter())
     raise ValueError(f"unknown optimizer {settings.optimizer!r}")
+
+
+def _quicktune(settings: TuneSettings, space, hub: Hub, meta_features: list[float], reporter: Reporter) -> Optimizer:
+    from qtt_cli.metadataset.curveset import hub_model_columns
+    from qtt_cli.optimizer.quicktune import QuickTune
+    from qtt_cli.surrogate.priors import describe_priors, load_priors
+
+    columns = hub_model_columns(hub)
+    priors = load_priors(columns)
+    reporter.message(f"quicktune: {describe_priors(columns)}")
+    return QuickTune.for_space(
+        space,
+        meta_features=meta_features,
+        model_names_map=hub.table_names,
+        model_column_names=[spec.table_name or spec.name for spec in hub.models],
+        max_epochs=settings.max_epochs,
+        delta_t=settings.delta_t,
+        priors=priors,
+        seed=settings.seed,
+        name=settings.out.name,
+    )
 
 
 def tune(settings: TuneSettings, *, overwrite: bool = False, reporter: Reporter | None = None) -> TuneSummary:

@@ -1,0 +1,326 @@
+"""`qtt bench`: replay every optimizer on every dataset of a meta-dataset and compare their regret over time.
+
+Protocol (Section 6 and Appendix A.1 of the Quick-Tune paper):
+
+- Leave-datasets-out meta-training: the datasets are split into ``folds`` folds; the priors used on a dataset
+  are meta-trained on the other folds only (a few of those datasets held out for early stopping), so a
+  dataset is never in the meta-training data of its own benchmark run. Each fold's surrogate is cached in
+  ``OUT/priors/fold-K`` and reused when the fold and the meta-training settings are unchanged.
+- Each (dataset, optimizer, seed) search runs once with the largest budget; the smaller budgets are read off
+  the same trace (the optimizers do not know the budget, so a shorter search is a prefix of a longer one).
+- Metric: normalized regret of the best accuracy found so far, and the rank of the optimizers per
+  (dataset, seed, budget); averaged over datasets and seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qtt_cli.bench.metrics import normalized_regret, regret_range, summarize
+from qtt_cli.bench.replay import Trace, recorded_configs, replay
+from qtt_cli.metadataset import CurveSet, load_meta_dataset
+from qtt_cli.optimizer import Optimizer, RandomSearch, SuccessiveHalving
+
+__all__ = ["OPTIMIZERS", "BenchSettings", "BenchResult", "assign_folds", "make_optimizer", "run_bench"]
+
+# name -> (label, uses meta-learned priors)
+OPTIMIZERS: dict[str, tuple[str, bool]] = {
+    "random": ("Random search", False),
+    "asha": ("ASHA (η=3)", False),
+    "dyhpo": ("QT −M −C (DyHPO-like)", False),
+    "quicktune-no-cost": ("QT −C (no cost)", True),
+    "quicktune-no-meta": ("QT −M (no meta-learning)", False),
+    "quicktune": ("Quick-Tune", True),
+}
+
+RESULTS_FILE = "results.csv"
+SUMMARY_FILE = "summary.csv"
+PLOT_FILE = "regret.png"
+GRID_POINTS = 48
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Arguments of :func:`run_bench` (the options of ``qtt bench``).
+
+    Args:
+        meta_dataset: a directory in the Quick-Tune meta-dataset format.
+        out: output directory (results, plot, cached fold priors); nothing is written elsewhere.
+        budgets_s: budgets of recorded seconds at which the table reports regret and rank.
+        seeds: searches per (dataset, optimizer), seeds 0 .. seeds-1.
+        optimizers: names from :data:`OPTIMIZERS`.
+        datasets: the datasets to benchmark (all by default); meta-training may still use the others.
+        folds: folds of the leave-datasets-out meta-training.
+        delta_t: epochs per freeze-thaw step.
+        meta_iterations: meta-training iterations per fold (Algorithm 2), with early stopping.
+        jobs: parallel processes for the searches.
+    """
+
+    meta_dataset: Path
+    out: Path
+    budgets_s: tuple[float, ...] = (3600.0, 4 * 3600.0, 16 * 3600.0)
+    seeds: int = 3
+    optimizers: tuple[str, ...] = tuple(OPTIMIZERS)
+    datasets: tuple[str, ...] | None = None
+    folds: int = 6
+    delta_t: int = 1
+    meta_iterations: int = 2000
+    jobs: int = 1
+    meta_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        unknown = [o for o in self.optimizers if o not in OPTIMIZERS]
+        if unknown:
+            problems.append(f"unknown optimizer(s) {unknown}; choose from {', '.join(OPTIMIZERS)}")
+        if not self.optimizers:
+            problems.append("choose at least one optimizer")
+        if not self.budgets_s or min(self.budgets_s) <= 0:
+            problems.append("budgets must be positive")
+        if self.seeds < 1:
+            problems.append("--seeds must be >= 1")
+        if self.folds < 2:
+            problems.append("--folds must be >= 2 (a dataset's priors must not have seen it)")
+        if self.delta_t < 1:
+            problems.append("--delta-t must be >= 1")
+        if self.meta_iterations < 1:
+            problems.append("--meta-iterations must be >= 1")
+        if self.jobs < 1:
+            problems.append("--jobs must be >= 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    results: pd.DataFrame  # one row per dataset, optimizer, seed, budget on the grid
+    summary: pd.DataFrame  # mean regret / rank per optimizer at the requested budgets
+    files: dict[str, Path]
+
+
+def assign_folds(names: Sequence[str], folds: int, seed: int = 0) -> list[list[str]]:
+    """Datasets split into ``folds`` groups of (almost) equal size, in a seeded random order."""
+    names = sorted(names)
+    if folds > len(names):
+        raise ValueError(f"--folds {folds} is more than the {len(names)} datasets of the meta-dataset")
+    order = np.random.default_rng(seed).permutation(len(names))
+    return [sorted(names[i] for i in chunk) for chunk in np.array_split(order, folds)]
+
+
+def fold_split(names: Sequence[str], folds: list[list[str]], k: int, seed: int = 0) -> dict[str, list[str]]:
+    """Fold ``k``: test = its datasets; of the others ~20 % validate (early stopping), the rest meta-train."""
+    rest = sorted(n for n in names if n not in folds[k])
+    rng = np.random.default_rng(seed + 1000 + k)
+    n_val = max(1, round(0.2 * len(rest))) if len(rest) > 1 else 0
+    val = sorted(rng.choice(rest, size=n_val, replace=False).tolist()) if n_val else []
+    return {"test": list(folds[k]), "train": [n for n in rest if n not in val], "val": val}
+
+
+def make_optimizer(name: str, curveset: CurveSet, *, priors: Any, seed: int, delta_t: int) -> Optimizer:
+    """The optimizer ``name`` replaying ``curveset`` (priors: the fold's meta-trained surrogate)."""
+    from qtt_cli.optimizer.quicktune import QuickTune
+
+    if name == "random":
+        return RandomSearch(recorded_configs(curveset), max_epochs=curveset.max_epochs, delta_t=delta_t, seed=seed)
+    if name == "asha":
+        return SuccessiveHalving(
+            recorded_configs(curveset), max_epochs=curveset.max_epochs, delta_t=delta_t, eta=3, seed=seed
+        )
+    variants = {
+        "dyhpo": (False, False),
+        "quicktune-no-cost": (True, False),
+        "quicktune-no-meta": (False, True),
+        "quicktune": (True, True),
+    }
+    if name not in variants:
+        raise ValueError(f"unknown optimizer {name!r}")
+    use_meta, use_cost = variants[name]
+    if use_meta and priors is None:
+        raise ValueError(f"{name} needs meta-learned priors")
+    return QuickTune.for_recorded(
+        curveset, delta_t=delta_t, priors=priors if use_meta else None, use_cost=use_cost, seed=seed
+    )
+
+
+def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None] | None = None) -> BenchResult:
+    """Meta-train the fold priors (cached), replay every search, write ``results.csv``, ``summary.csv`` and
+    ``regret.png`` into ``settings.out``. ``progress(stage, done, total)`` is called as work completes."""
+    progress = progress or (lambda stage, done, total: None)
+    curvesets = load_meta_dataset(settings.meta_dataset)
+    names = [cs.name for cs in curvesets]
+    bench_names = list(settings.datasets) if settings.datasets else names
+    unknown = sorted(set(bench_names) - set(names))
+    if unknown:
+        raise ValueError(f"dataset(s) {unknown} are not in {str(settings.meta_dataset)!r}; it has {names}")
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    folds = assign_folds(names, settings.folds)
+    fold_of = {name: k for k, fold in enumerate(folds) for name in fold}
+    priors_dirs: dict[int, Path] = {}
+    if any(OPTIMIZERS[o][1] for o in settings.optimizers):
+        needed = sorted({fold_of[n] for n in bench_names})
+        for i, k in enumerate(needed):
+            progress("meta-training", i, len(needed))
+            priors_dirs[k] = fold_priors(curvesets, folds, k, settings, out / "priors" / f"fold-{k}")
+        progress("meta-training", len(needed), len(needed))
+
+    tasks = [
+        _Task(settings.meta_dataset, name, opt, seed, str(priors_dirs.get(fold_of[name], "")), settings.delta_t,
+              max(settings.budgets_s))
+        for name in bench_names for opt in settings.optimizers for seed in range(settings.seeds)
+    ]  # fmt: skip
+    # Longest first (the QuickTune variants on datasets with cheap epochs take the most steps).
+    epoch_cost = {cs.name: float(np.median(np.concatenate(cs.costs))) for cs in curvesets}
+    tasks.sort(key=lambda t: (t.optimizer in ("random", "asha"), epoch_cost[t.dataset]))
+    traces: list[dict] = []
+    if settings.jobs == 1:
+        for i, task in enumerate(tasks):
+            progress("searches", i, len(tasks))
+            traces.append(_run_task(task))
+    else:
+        with ProcessPoolExecutor(max_workers=settings.jobs, initializer=_init_worker) as pool:
+            futures = [pool.submit(_run_task, t) for t in tasks]
+            for i, future in enumerate(as_completed(futures)):
+                progress("searches", i, len(tasks))
+                traces.append(future.result())
+    progress("searches", len(tasks), len(tasks))
+
+    by_name = {cs.name: cs for cs in curvesets}
+    results = regret_table(traces, by_name, settings.budgets_s)
+    at_budgets = results[results["budget_s"].isin(settings.budgets_s)]
+    summary = summarize(at_budgets)
+    summary.insert(2, "label", summary["optimizer"].map(lambda o: OPTIMIZERS[o][0]))
+    files = {"results": out / RESULTS_FILE, "summary": out / SUMMARY_FILE, "plot": out / PLOT_FILE}
+    results.to_csv(files["results"], index=False)
+    summary.to_csv(files["summary"], index=False)
+    (out / "bench.json").write_text(json.dumps(_settings_json(settings, folds), indent=1))
+    from qtt_cli.bench.plot import plot_regret
+
+    plot_regret(results, files["plot"], labels={o: OPTIMIZERS[o][0] for o in settings.optimizers},
+                marks_h=[b / 3600 for b in settings.budgets_s])  # fmt: skip
+    return BenchResult(results, summary, files)
+
+
+def regret_table(traces: Sequence[dict], curvesets: dict[str, CurveSet], budgets_s: Sequence[float]) -> pd.DataFrame:
+    """Normalized regret of every trace on a log-spaced budget grid that includes ``budgets_s``."""
+    top = max(budgets_s)
+    grid = np.unique(np.concatenate([np.geomspace(top / 320, top, GRID_POINTS), np.asarray(budgets_s, float)]))
+    rows = []
+    for t in traces:
+        y_min, y_max = regret_range(curvesets[t["dataset"]])
+        best = Trace(np.asarray(t["used_s"]), np.asarray(t["values"]), t["steps"]).best_by(grid)
+        regret = normalized_regret(best, y_min, y_max)
+        for b, y, r in zip(grid, best, regret, strict=True):
+            rows.append({"dataset": t["dataset"], "optimizer": t["optimizer"], "seed": t["seed"],
+                         "budget_s": float(b), "budget_h": float(b) / 3600, "best_val_top1": y, "regret": r,
+                         "steps": t["steps"], "ask_s": t["ask_s"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- fold priors
+
+
+def fold_priors(curvesets: Sequence[CurveSet], folds: list[list[str]], k: int, settings: BenchSettings,
+                directory: Path) -> Path:  # fmt: skip
+    """Meta-train fold ``k``'s priors on the datasets outside it, or reuse the cached ones."""
+    from qtt_cli.surrogate import Surrogate, SurrogateFileError
+
+    split = fold_split([cs.name for cs in curvesets], folds, k)
+    key = {"split": split, "iterations": settings.meta_iterations, "options": settings.meta_options,
+           "meta_dataset": str(Path(settings.meta_dataset).resolve())}  # fmt: skip
+    stamp = directory / "fold.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
+        try:
+            Surrogate.load(directory)
+            return directory
+        except SurrogateFileError:
+            pass  # a broken cache: train again
+    from qtt_cli.surrogate import meta_train
+
+    by_name = {cs.name: cs for cs in curvesets}
+    train = [by_name[n] for n in split["train"]]
+    val = [by_name[n] for n in split["val"]]
+    surrogate, report = meta_train(train, val, iterations=settings.meta_iterations, seed=k, **settings.meta_options)
+    surrogate.save(directory)
+    stamp.write_text(json.dumps({"key": key, "report": _plain(report)}, indent=1))
+    return directory
+
+
+# --------------------------------------------------------------------------- one search (possibly in a worker)
+
+
+@dataclass(frozen=True)
+class _Task:
+    meta_dataset: Path
+    dataset: str
+    optimizer: str
+    seed: int
+    priors_dir: str
+    delta_t: int
+    budget_s: float
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_task(task: _Task) -> dict:
+    import time
+
+    key = ("cs", str(task.meta_dataset), task.dataset)
+    if key not in _CACHE:
+        _CACHE[key] = load_meta_dataset(task.meta_dataset, datasets=[task.dataset])[0]
+    curveset = _CACHE[key]
+    priors = None
+    if task.priors_dir and OPTIMIZERS[task.optimizer][1]:
+        from qtt_cli.surrogate import Surrogate
+
+        if ("priors", task.priors_dir) not in _CACHE:
+            _CACHE[("priors", task.priors_dir)] = Surrogate.load(Path(task.priors_dir))
+        priors = _CACHE[("priors", task.priors_dir)]
+    optimizer = make_optimizer(task.optimizer, curveset, priors=priors, seed=task.seed, delta_t=task.delta_t)
+    start = time.perf_counter()
+    trace = replay(optimizer, curveset, task.budget_s)
+    elapsed = time.perf_counter() - start
+    return {"dataset": task.dataset, "optimizer": task.optimizer, "seed": task.seed, "steps": trace.steps,
+            "used_s": trace.used_s.tolist(), "values": trace.values.tolist(),
+            "ask_s": elapsed / max(trace.steps, 1)}  # fmt: skip
+
+
+def _settings_json(settings: BenchSettings, folds: list[list[str]]) -> dict:
+    data = asdict(settings)
+    data["meta_dataset"], data["out"] = str(settings.meta_dataset), str(settings.out)
+    data["folds_datasets"] = folds
+    data["cpu_count"] = os.cpu_count()
+    return data
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy of a report (numpy numbers and arrays become plain)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

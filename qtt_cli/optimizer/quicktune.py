@@ -1,0 +1,335 @@
+"""Quick-Tune: meta-learned freeze-thaw Bayesian optimisation (Algorithm 1 of the Quick-Tune paper).
+
+Each ``ask`` (1) lays the run's history and the candidates out as one :class:`CurveSet`, (2) refits the
+surrogate (deep-kernel GP + cost MLP) on the run's observations, warm-started from the meta-learned
+priors, (3) predicts every candidate's accuracy at its next fidelity ``τ = epochs + Δt`` and the seconds of
+those Δt epochs, and (4) proposes the candidate with the highest expected improvement per second
+(equation 3, :mod:`qtt_cli.optimizer.acquisition`).
+
+Candidates are every started pipeline that may still be continued (not finished, failed or diverged; a
+first transient failure such as "out of memory" is retried once) plus the configurations not started yet:
+a pool sampled once per run from the search space (``qtt tune``), or the dataset's recorded configurations
+(replay).
+
+The optimizer keeps no private history: ``ask`` rebuilds everything from the pipelines it is given, so
+resuming a run is reloading the store. The surrogate it carries between asks (and the refit schedule) is
+only a cache: a resumed run starts again from the priors, with full refits.
+
+Refit schedule (:class:`FitSchedule`), as in the paper's reference code (DyHPO's schedule):
+
+- the first ``full_refits`` asks with new observations reset the surrogate to the priors (or to its fresh
+  initialisation without meta-learning) and fit ``full_steps`` steps;
+- afterwards the surrogate is refined for ``refine_steps`` steps once the observations have grown by
+  ``refit_fraction`` of their number since the last fit (every new observation while the run is small;
+  every ~``1/refit_fraction``-th step when the GP is large, where a fit costs the most and one more point
+  changes the least); the predictions always condition on every observation;
+- when the best accuracy has not improved for ``stall_patience`` asks, the surrogate is reset (a refit that
+  went astray is the likeliest reason) and the full refits start over.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from ConfigSpace import ConfigurationSpace
+
+from qtt_cli.metadataset import CurveSet
+from qtt_cli.optimizer.acquisition import best_at_fidelity, cost_aware_score, expected_improvement
+from qtt_cli.optimizer.base import Optimizer, PipelineState, Suggestion, next_pipeline_id
+from qtt_cli.optimizer.candidates import sampled_pool, started_configs
+from qtt_cli.space.config import PipelineConfig
+from qtt_cli.space.encoding import encode
+
+__all__ = ["AcquisitionSettings", "FitSchedule", "QuickTune", "SurrogateLike"]
+
+
+class SurrogateLike(Protocol):
+    """What QuickTune needs from a surrogate (``qtt_cli.surrogate.Surrogate`` in practice)."""
+
+    def copy(self) -> SurrogateLike: ...
+
+    def fit(self, curvesets: Sequence[CurveSet], *, steps: int, lr: float = ..., seed: int = ...) -> dict: ...
+
+    def predict(
+        self, curveset: CurveSet, rows: np.ndarray, target_epochs: np.ndarray, from_epochs: np.ndarray
+    ) -> Any: ...  # a Prediction: .mean, .std (percent), .cost_s (seconds of the extra epochs)
+
+
+@dataclass(frozen=True)
+class FitSchedule:
+    """When and how long the surrogate is fitted during the search (see the module docstring).
+
+    ``lr`` None: 1e-4 from meta-learned priors (the paper's BO-step rate: adapt without forgetting the
+    priors), 1e-3 from scratch (DyHPO's rate: there is nothing to forget). ``stall_patience`` None:
+    ``1.2 · max_epochs / Δt`` asks, DyHPO's threshold.
+    """
+
+    full_refits: int = 10
+    full_steps: int = 100
+    refine_steps: int = 50
+    refit_fraction: float = 0.25
+    stall_patience: int | None = None
+    lr: float | None = None
+
+
+@dataclass(frozen=True)
+class AcquisitionSettings:
+    """Exploration knobs of equation 3 (see :mod:`qtt_cli.optimizer.acquisition`)."""
+
+    xi: float = 0.0  # EI margin in accuracy points
+    cost_exponent: float = 1.0  # 1: EI per second (equation 3); 0: plain EI
+    cost_floor: float = 0.01  # costs are clipped below at this fraction of the median predicted cost
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The rows of a curve set that ``ask`` may propose, and what proposing each would mean."""
+
+    rows: np.ndarray  # row index in the curve set
+    pipeline_ids: list[str | None]  # None: a fresh pool configuration (gets the next pipeline id)
+    configs: list[PipelineConfig | None]
+    epochs: np.ndarray  # epochs trained so far
+    targets: np.ndarray  # τ: epochs after the step
+
+
+class QuickTune(Optimizer):
+    """Quick-Tune over a search space (``qtt tune``) or over recorded configurations (replay).
+
+    Build it with :meth:`for_space` or :meth:`for_recorded`.
+
+    Args:
+        priors: the meta-learned surrogate to start from; None = no meta-learning (``new_surrogate`` builds a
+            fresh one, fitted on the run's observations only).
+        use_cost: False = plain EI at the next fidelity (the cost exponent is set to 0).
+        new_surrogate: ``(columns, seed) -> surrogate`` for runs without priors; default
+            ``qtt_cli.surrogate.Surrogate.new``.
+    """
+
+    def __init__(
+        self,
+        layout: _SpaceLayout | _RecordedLayout,
+        *,
+        max_epochs: int,
+        delta_t: int,
+        priors: SurrogateLike | None,
+        use_cost: bool = True,
+        seed: int = 0,
+        schedule: FitSchedule | None = None,
+        acquisition: AcquisitionSettings | None = None,
+        new_surrogate: Callable[[Sequence[str], int], SurrogateLike] | None = None,
+        epoch_limits: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__(max_epochs=max_epochs, delta_t=delta_t, epoch_limits=epoch_limits)
+        self.layout = layout
+        self.seed = seed
+        self.use_meta = priors is not None
+        self.use_cost = use_cost
+        self.schedule = schedule or FitSchedule()
+        acquisition = acquisition or AcquisitionSettings()
+        self.acquisition = acquisition if use_cost else replace(acquisition, cost_exponent=0.0)
+        if priors is None:
+            if new_surrogate is None:
+                from qtt_cli.surrogate import Surrogate
+
+                def new_surrogate(columns: Sequence[str], seed: int) -> SurrogateLike:
+                    return Surrogate.new(columns, seed=seed)
+            priors = new_surrogate(list(layout.columns), seed)
+        self._start = priors  # reset point: the priors, or the fresh initialisation
+        self._model: SurrogateLike | None = None
+        self._full_fits = 0
+        self._fitted_n = -1
+        self._best = -math.inf
+        self._since_best = 0
+        self.last_fit: dict | None = None  # the latest fit's report (for logs and tests)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def for_space(
+        cls,
+        space: ConfigurationSpace,
+        *,
+        meta_features: Sequence[float],
+        model_names_map: Mapping[str, str] | None,
+        model_column_names: Sequence[str] | None,
+        max_epochs: int,
+        delta_t: int,
+        priors: SurrogateLike | None,
+        pool_size: int = 512,
+        name: str = "run",
+        **kwargs: Any,
+    ) -> QuickTune:
+        """``qtt tune``: candidates from a pool of ``pool_size`` configurations sampled once per run."""
+        layout = _SpaceLayout(
+            sampled_pool(space, pool_size, kwargs.get("seed", 0)), meta_features, model_names_map,
+            model_column_names, max_epochs, name,
+        )  # fmt: skip
+        return cls(layout, max_epochs=max_epochs, delta_t=delta_t, priors=priors, **kwargs)
+
+    @classmethod
+    def for_recorded(
+        cls, curveset: CurveSet, *, delta_t: int, priors: SurrogateLike | None, **kwargs: Any
+    ) -> QuickTune:
+        """Replay: candidates are the curve set's configurations, each trainable up to its recorded length."""
+        limits = dict(zip(curveset.config_ids, (int(n) for n in curveset.lengths), strict=True))
+        layout = _RecordedLayout(curveset, kwargs.get("seed", 0))
+        return cls(
+            layout, max_epochs=curveset.max_epochs, delta_t=delta_t, priors=priors, epoch_limits=limits, **kwargs
+        )
+
+    # ------------------------------------------------------------------ ask
+
+    def ask(self, pipelines: Mapping[str, PipelineState]) -> Suggestion | None:
+        curveset, candidates = self.layout.build(pipelines, self)
+        if len(candidates.rows) == 0:
+            return None
+        observed = curveset.num_observations
+        if observed == 0 and not self.use_meta:
+            return self._suggest(candidates, 0, pipelines)  # Algorithm 1, line 1: a random first pipeline
+        model = self._fitted(curveset, pipelines)
+        prediction = model.predict(curveset, candidates.rows, candidates.targets, candidates.epochs)
+        scores, z = self.scores(curveset, candidates, prediction)
+        best = int(np.argmax(scores)) if scores.max() > 0 else int(np.argmax(z))  # EI underflow: best z
+        return self._suggest(candidates, best, pipelines)
+
+    def scores(self, curveset: CurveSet, candidates: _Candidates, prediction: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Equation 3 for every candidate, and the standardised improvement ``z`` (the tie-breaker)."""
+        incumbent = best_at_fidelity(curveset.curves, candidates.targets)
+        mean = np.asarray(prediction.mean, dtype=np.float64)
+        std = np.asarray(prediction.std, dtype=np.float64)
+        a = self.acquisition
+        ei = expected_improvement(mean, std, incumbent, xi=a.xi)
+        score = cost_aware_score(ei, prediction.cost_s, cost_exponent=a.cost_exponent, cost_floor=a.cost_floor)
+        z = (mean - incumbent - a.xi) / np.maximum(std, 1e-12)
+        return score, z
+
+    def _suggest(self, candidates: _Candidates, i: int, pipelines: Mapping[str, PipelineState]) -> Suggestion:
+        pid = candidates.pipeline_ids[i] or next_pipeline_id(pipelines)
+        return Suggestion(pid, candidates.configs[i], int(candidates.epochs[i]), int(candidates.targets[i]))
+
+    # ------------------------------------------------------------------ the refit schedule
+
+    def _fitted(self, curveset: CurveSet, pipelines: Mapping[str, PipelineState]) -> SurrogateLike:
+        """The surrogate, refitted on the run's observations as the schedule says."""
+        n = curveset.num_observations
+        if n == 0:
+            return self._model or self._start
+        if n == self._fitted_n and self._model is not None:
+            return self._model  # nothing new since the last ask (e.g. the same history asked twice)
+        s = self.schedule
+        best = max((max(p.curve) for p in pipelines.values() if p.curve), default=-math.inf)
+        if best > self._best:
+            self._best, self._since_best = best, 0
+        else:
+            self._since_best += 1
+        patience = s.stall_patience or math.ceil(1.2 * self.max_epochs / self.delta_t)
+        stalled = self._since_best >= patience
+
+        lr = s.lr if s.lr is not None else (1e-4 if self.use_meta else 1e-3)
+        observed = curveset.subset(np.flatnonzero(curveset.lengths > 0))
+        fit_seed = self.seed * 100_003 + n
+        if self._model is None or self._full_fits < s.full_refits or stalled:
+            self._model = self._start.copy()
+            self.last_fit = self._model.fit([observed], steps=s.full_steps, lr=lr, seed=fit_seed)
+            self._full_fits += 1
+            self._since_best = 0 if stalled else self._since_best
+            self._fitted_n = n
+        elif n - self._fitted_n >= max(1, math.ceil(s.refit_fraction * self._fitted_n)):
+            self.last_fit = self._model.fit([observed], steps=s.refine_steps, lr=lr, seed=fit_seed)
+            self._fitted_n = n
+        return self._model
+
+
+class _SpaceLayout:
+    """``qtt tune``: rows = every started pipeline (context and candidates), then the unstarted pool."""
+
+    def __init__(
+        self,
+        pool: Sequence[PipelineConfig],
+        meta_features: Sequence[float],
+        model_names_map: Mapping[str, str] | None,
+        model_column_names: Sequence[str] | None,
+        max_epochs: int,
+        name: str,
+    ) -> None:
+        self.pool = list(pool)
+        self.meta_features = np.asarray(meta_features, dtype=np.float64)
+        self.names_map = dict(model_names_map or {})
+        self.model_columns = list(model_column_names or [])
+        self.max_epochs = max_epochs
+        self.name = name
+        self.pool_features = self._encode(self.pool)
+        self.columns = tuple(self.pool_features.columns)
+        self._encoded: dict[PipelineConfig, pd.DataFrame] = {}
+
+    def _encode(self, configs: Sequence[PipelineConfig]) -> pd.DataFrame:
+        return encode(configs, self.model_columns, model_names_map=self.names_map)
+
+    def build(self, pipelines: Mapping[str, PipelineState], opt: Optimizer) -> tuple[CurveSet, _Candidates]:
+        started = list(pipelines.values())
+        taken = started_configs(pipelines)
+        fresh = [i for i, c in enumerate(self.pool) if c not in taken]
+        for p in started:
+            if p.config not in self._encoded:
+                self._encoded[p.config] = self._encode([p.config]).reindex(columns=self.columns, fill_value=0)
+        features = pd.concat(
+            [*(self._encoded[p.config] for p in started), self.pool_features.iloc[fresh]], ignore_index=True
+        )
+        empty = np.zeros(0)
+        curveset = CurveSet(
+            self.name,
+            tuple([p.pipeline_id for p in started] + [f"pool-{i}" for i in fresh]),
+            features,
+            tuple([np.asarray(p.curve) for p in started] + [empty] * len(fresh)),
+            tuple([np.asarray(p.costs) for p in started] + [empty] * len(fresh)),
+            self.meta_features,
+            self.max_epochs,
+        )
+        open_ = [(row, p) for row, p in enumerate(started) if opt.can_continue(p)]
+        rows = [row for row, _ in open_] + list(range(len(started), len(started) + len(fresh)))
+        epochs = np.array([p.epochs for _, p in open_] + [0] * len(fresh), dtype=np.int64)
+        limits = np.array([opt.limit(p.pipeline_id) for _, p in open_] + [opt.max_epochs] * len(fresh))
+        return curveset, _Candidates(
+            rows=np.array(rows, dtype=np.int64),
+            pipeline_ids=[p.pipeline_id for _, p in open_] + [None] * len(fresh),
+            configs=[p.config for _, p in open_] + [self.pool[i] for i in fresh],
+            epochs=epochs,
+            targets=np.minimum(epochs + opt.delta_t, limits),
+        )
+
+
+class _RecordedLayout:
+    """Replay: rows = the dataset's recorded configurations in a seeded order, with what the run observed."""
+
+    def __init__(self, curveset: CurveSet, seed: int) -> None:
+        from qtt_cli.optimizer.candidates import derive_seed
+
+        order = np.random.default_rng(derive_seed(seed, "recorded-order")).permutation(len(curveset))
+        self.curveset = curveset.subset(order)  # ties in the acquisition then break at random, not by file order
+        self.columns = tuple(self.curveset.features.columns)
+        self.ids = self.curveset.config_ids
+        self._empty = np.zeros(0)
+
+    def build(self, pipelines: Mapping[str, PipelineState], opt: Optimizer) -> tuple[CurveSet, _Candidates]:
+        curves, costs, rows, epochs, limits = [], [], [], [], []
+        for row, cid in enumerate(self.ids):
+            p = pipelines.get(cid)
+            curves.append(np.asarray(p.curve) if p else self._empty)
+            costs.append(np.asarray(p.costs) if p else self._empty)
+            if p is None or opt.can_continue(p):
+                rows.append(row)
+                epochs.append(p.epochs if p else 0)
+                limits.append(opt.limit(cid))
+        epochs_arr = np.array(epochs, dtype=np.int64)
+        return self.curveset.with_observations(curves, costs), _Candidates(
+            rows=np.array(rows, dtype=np.int64),
+            pipeline_ids=[self.ids[r] for r in rows],
+            configs=[pipelines[self.ids[r]].config if self.ids[r] in pipelines else None for r in rows],
+            epochs=epochs_arr,
+            targets=np.minimum(epochs_arr + opt.delta_t, np.array(limits, dtype=np.int64)),
+        )

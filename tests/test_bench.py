@@ -1,0 +1,164 @@
+"""The replay benchmark: recorded values and costs, budgets, regret, the baselines, and `qtt bench` itself."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from qtt_cli.bench import Replay, ReplayError, normalized_regret, recorded_configs, regret_range, replay
+from qtt_cli.bench.metrics import summarize
+from qtt_cli.cli.app import app
+from qtt_cli.metadataset import build_curveset, write_meta_dataset
+from qtt_cli.optimizer import PipelineState, RandomSearch, SuccessiveHalving, Suggestion
+from qtt_cli.space import build_space, sample_configs
+from qtt_cli.space.config import PipelineConfig
+
+META = [1000, 10, 128, 3]
+
+
+def toy(curves, costs, name="toy"):
+    configs = [PipelineConfig(model="dla46x_c", lr=lr) for lr in (1e-5, 5e-5, 1e-4, 5e-4, 1e-3)[: len(curves)]]
+    ids = [chr(ord("a") + i) for i in range(len(curves))]
+    return build_curveset(name, configs, curves, costs, META, 4, config_ids=ids)
+
+
+def step(pid, start, end):
+    return Suggestion(pid, None, start, end)
+
+
+def test_replay_returns_the_recorded_values_and_charges_exactly_the_recorded_costs():
+    run = Replay(toy([[10.0, 20.0, 30.0], [50.0]], [[1.5, 2.25, 4.0], [8.0]]), budget_s=100)
+    assert run.step(step("a", 0, 2)) == [10.0, 20.0]
+    assert run.used_s == 3.75
+    assert run.step(step("b", 0, 1)) == [50.0] and run.used_s == 11.75
+    assert run.step(step("a", 2, 3)) == [30.0] and run.used_s == 15.75
+    assert run.pipelines()["a"].curve == (10.0, 20.0, 30.0) and run.pipelines()["a"].costs == (1.5, 2.25, 4.0)
+    trace = run.trace()
+    assert list(trace.used_s) == [1.5, 3.75, 11.75, 15.75] and list(trace.values) == [10.0, 20.0, 50.0, 30.0]
+    assert list(trace.best_by(np.array([1.0, 3.75, 12.0]))) == [pytest.approx(np.nan, nan_ok=True), 20.0, 50.0]
+
+
+def test_a_config_cannot_be_continued_past_its_recorded_length_nor_restarted():
+    run = Replay(toy([[10.0, 20.0], [50.0]], [[1.0, 1.0], [1.0]]), budget_s=100)
+    with pytest.raises(ReplayError, match="recorded for 2 epochs"):
+        run.step(step("a", 0, 3))
+    run.step(step("a", 0, 2))
+    with pytest.raises(ReplayError, match="recorded for 2 epochs"):
+        run.step(step("a", 2, 3))
+    with pytest.raises(ReplayError, match="continue from there"):
+        run.step(step("a", 0, 1))
+    with pytest.raises(ReplayError, match="not a recorded configuration"):
+        run.step(step("zz", 0, 1))
+    assert run.used_s == 2.0  # refused steps cost nothing
+
+
+def test_the_epoch_that_would_overrun_the_budget_is_not_observed():
+    run = Replay(toy([[10.0, 20.0, 30.0]], [[4.0, 4.0, 4.0]]), budget_s=10)
+    assert run.step(step("a", 0, 3)) == [10.0, 20.0]
+    assert run.exhausted and run.used_s == 8.0
+
+
+def test_normalized_regret_uses_the_range_of_all_recorded_values():
+    curveset = toy([[20.0, 60.0], [40.0, 80.0, 70.0]], [[1.0, 1.0], [1.0, 1.0, 1.0]])
+    assert regret_range(curveset) == (20.0, 80.0)
+    regret = normalized_regret(np.array([80.0, 65.0, 20.0, np.nan]), 20.0, 80.0)
+    assert list(regret) == [0.0, 0.25, 1.0, 1.0]  # nothing observed yet counts as the worst
+
+
+def test_mean_rank_is_taken_per_dataset_seed_and_budget():
+    results = pd.DataFrame({
+        "dataset": ["x", "x", "y", "y"], "seed": 0, "budget_h": 1.0,
+        "optimizer": ["qt", "rs", "qt", "rs"], "regret": [0.1, 0.3, 0.5, 0.2],
+    })  # fmt: skip
+    summary = summarize(results).set_index("optimizer")
+    assert summary.loc["qt", "regret"] == pytest.approx(0.3) and summary.loc["rs", "regret"] == pytest.approx(0.25)
+    assert summary.loc["qt", "rank"] == 1.5 and summary.loc["rs", "rank"] == 1.5
+
+
+def states(values_at_epoch, epochs=1):
+    return {
+        f"c{i}": PipelineState(f"c{i}", None, tuple([v] * epochs), tuple([1.0] * epochs), "ok")
+        for i, v in enumerate(values_at_epoch)
+    }
+
+
+def test_asha_promotes_the_top_third_of_a_rung_best_first():
+    curveset = toy([[1.0] * 4] * 5, [[1.0] * 4] * 5)  # only the source; the pipelines below are made up
+    asha = SuccessiveHalving(recorded_configs(curveset), max_epochs=9, delta_t=1, eta=3)
+    assert asha.rungs == [1, 3, 9]
+    pipelines = states([10, 90, 30, 70, 50, 20, 80, 40, 60])  # 9 pipelines at rung 1: top 3 = 90, 80, 70
+    assert [p.pipeline_id for p in asha.promotable(pipelines, 1)] == ["c1", "c6", "c3"]
+    assert asha.ask(pipelines) == Suggestion("c1", None, 1, 2)  # towards rung 3, Δt at a time
+    # with c1 promoted (now at 2 epochs) it is finished first, then c6 is promoted
+    pipelines["c1"] = PipelineState("c1", None, (90.0, 91.0), (1.0, 1.0), "ok")
+    assert asha.ask(pipelines) == Suggestion("c1", None, 2, 3)
+    pipelines["c1"] = PipelineState("c1", None, (90.0, 91.0, 92.0), (1.0, 1.0, 1.0), "ok")
+    assert asha.ask(pipelines) == Suggestion("c6", None, 1, 2)
+    # 8 at rung 1 -> top ⌊8/3⌋ = 2: the third best is not promoted, a fresh configuration starts instead
+    few = states([10, 90, 30, 70, 50, 20, 80, 40])
+    few.pop("c1")
+    few["c1"] = PipelineState("c1", None, (90.0, 91.0, 92.0), (1.0,) * 3, "ok")
+    few["c6"] = PipelineState("c6", None, (80.0, 81.0, 82.0), (1.0,) * 3, "ok")
+    assert asha.promotable(few, 1) == []
+
+
+def test_random_search_in_replay_trains_recorded_configs_to_their_recorded_length():
+    curveset = toy([[10.0, 20.0, 30.0], [50.0], [5.0, 6.0]], [[1.0] * 3, [1.0], [1.0] * 2])
+    optimizer = RandomSearch(recorded_configs(curveset), max_epochs=4, delta_t=2, seed=0)
+    trace = replay(optimizer, curveset, budget_s=1000)
+    assert trace.steps == 4  # 2 steps for the 3-epoch curve (2 + 1), one each for the others
+    assert sorted(trace.values) == [5.0, 6.0, 10.0, 20.0, 30.0, 50.0]
+
+
+@pytest.fixture(scope="module")
+def tiny_meta_dataset(tmp_path_factory):
+    """Four synthetic datasets of 12 configurations: accuracy rises with lr, cost with batch size."""
+    space = build_space(["dla46x_c", "mobilevit_xs", "edgenext_x_small"])
+    curvesets = []
+    for d in range(4):
+        configs = sample_configs(space, 12, seed=d)
+        rng = np.random.default_rng(d)
+        curves = [np.clip(40 + 2000 * c.lr + 8 * np.log1p(np.arange(rng.integers(2, 9))) + rng.normal(0, 2), 0, 100)
+                  for c in configs]  # fmt: skip
+        costs = [np.full(len(curve), 60.0 + c.batch_size) for curve, c in zip(curves, configs, strict=True)]
+        ids = [f"d{d}-{i}" for i in range(len(configs))]
+        curvesets.append(build_curveset(f"d{d}", configs, curves, costs, [500 + d, 10, 128, 3], 8, config_ids=ids))
+    root = tmp_path_factory.mktemp("meta")
+    write_meta_dataset(curvesets, root)
+    return root
+
+
+def test_qtt_bench_writes_results_table_and_plot_and_never_meta_trains_on_the_test_dataset(
+    tiny_meta_dataset, tmp_path
+):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, [
+        "bench", "--meta-dataset", str(tiny_meta_dataset), "--out", str(out), "--budgets", "10m,30m",
+        "--seeds", "1", "--datasets", "d0,d1", "--folds", "2", "--meta-iterations", "3",
+        "--optimizers", "random,asha,dyhpo,quicktune", "--quiet",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["dataset"]) == {"d0", "d1"}
+    assert set(results["optimizer"]) == {"random", "asha", "dyhpo", "quicktune"}
+    assert results["regret"].between(0, 1).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["budget_h"].unique()) == pytest.approx([1 / 6, 0.5]) and len(summary) == 8
+    assert (out / "regret.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Quick-Tune" in result.stderr  # the table
+    folds = [json.loads(p.read_text())["key"]["split"] for p in sorted(out.glob("priors/fold-*/fold.json"))]
+    assert folds and all(not set(f["test"]) & set(f["train"] + f["val"]) for f in folds)
+    assert {"d0", "d1"} <= {name for f in folds for name in f["test"]}
+
+
+def test_qtt_bench_rejects_bad_input_with_a_message(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--meta-dataset", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not a directory" in result.stderr
+    result = CliRunner().invoke(app, [
+        "bench", "--meta-dataset", str(tmp_path), "--out", str(tmp_path / "o"), "--optimizers", "grid",
+    ])  # fmt: skip
+    assert result.exit_code == 2 and "unknown optimizer" in result.stderr

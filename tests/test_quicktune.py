@@ -1,0 +1,180 @@
+"""QuickTune's choices with a surrogate whose predictions the test dictates (tests/fake_surrogate.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fake_surrogate import FakeSurrogate
+
+from qtt_cli.metadataset import build_curveset
+from qtt_cli.optimizer.base import PipelineState
+from qtt_cli.optimizer.quicktune import FitSchedule, QuickTune
+from qtt_cli.space import build_space
+from qtt_cli.space.config import PipelineConfig
+
+IDS = ("a", "b", "c", "d", "e", "f")
+META = [1000, 10, 128, 3]
+
+
+def recorded(lengths=(4, 4, 4, 4, 4, 2)):
+    """Six recorded configurations (curves are only used for their lengths, the replay's epoch limits)."""
+    configs = [PipelineConfig(model="dla46x_c", lr=lr) for lr in (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3)]
+    curves = [np.linspace(10, 40, n) for n in lengths]
+    return build_curveset("toy", configs, curves, [np.ones(n) for n in lengths], META, 4, config_ids=IDS)
+
+
+def state(pid, curve, status="ok", error=None, failed_steps=0):
+    return PipelineState(pid, None, tuple(curve), tuple(1.0 for _ in curve), status, error, failed_steps)
+
+
+def quicktune(surrogate, curveset=None, **kwargs):
+    return QuickTune.for_recorded(curveset or recorded(), delta_t=1, priors=surrogate, **kwargs)
+
+
+def test_never_proposes_finished_failed_or_diverged_pipelines():
+    # a..c look best to the surrogate, but a is finished, b failed, c diverged; f reached its recorded length
+    surrogate = FakeSurrogate(means={"a": 99, "b": 98, "c": 97, "f": 96, "d": 60, "e": 55}, std=0.5)
+    history = {
+        "a": state("a", [20, 30, 40, 50]),
+        "b": state("b", [20], "failed", "ValueError: bad lr", 1),
+        "c": state("c", [20], "diverged", "training loss is nan"),
+        "f": state("f", [20, 30]),
+        "d": state("d", [25]),
+    }
+    suggestion = quicktune(surrogate).ask(history)
+    assert (suggestion.pipeline_id, suggestion.start_epoch, suggestion.end_epoch) == ("d", 1, 2)
+
+
+def test_transient_failure_is_retried_once():
+    surrogate = FakeSurrogate(means={"b": 90}, default_mean=20, std=0.5)
+    once = {"b": state("b", [20], "failed", "OutOfMemoryError: CUDA out of memory. Tried to allocate", 1)}
+    assert quicktune(surrogate).ask(once).pipeline_id == "b"
+    twice = {"b": state("b", [20], "failed", "OutOfMemoryError: CUDA out of memory", 2)}
+    assert quicktune(surrogate).ask(twice).pipeline_id != "b"
+
+
+def test_started_pipeline_wins_when_its_ei_per_second_is_highest():
+    # d (started, 1 epoch) and e (fresh) both predicted at 60 over an incumbent of 50; d costs 1 s, e 10 s
+    history = {"d": state("d", [50.0])}
+    costs = {"d": 1.0, "e": 10.0, "a": 10.0, "b": 10.0, "c": 10.0, "f": 10.0}
+    surrogate = FakeSurrogate(means={"d": 60, "e": 60}, epoch_costs=costs, default_mean=0, std=1.0)
+    suggestion = quicktune(surrogate).ask(history)
+    assert (suggestion.pipeline_id, suggestion.start_epoch, suggestion.end_epoch) == ("d", 1, 2)
+    # now e is cheaper: the fresh configuration wins, started from epoch 0
+    surrogate = FakeSurrogate(means={"d": 60, "e": 60}, epoch_costs={**costs, "d": 10.0, "e": 1.0}, std=1.0)
+    suggestion = quicktune(surrogate).ask(history)
+    assert (suggestion.pipeline_id, suggestion.start_epoch, suggestion.end_epoch) == ("e", 0, 1)
+
+
+def test_without_cost_awareness_the_higher_ei_wins_however_expensive():
+    history = {"d": state("d", [50.0])}
+    costs = {"d": 100.0, "e": 1.0}
+    surrogate = FakeSurrogate(means={"d": 62, "e": 58}, epoch_costs=costs, std=1.0)
+    assert quicktune(surrogate).ask(history).pipeline_id == "e"
+    assert quicktune(surrogate, use_cost=False).ask(history).pipeline_id == "d"
+
+
+def test_ei_is_measured_against_the_incumbent_at_the_next_epoch():
+    # d is at epoch 1 (40 %); a reached 70 % at epoch 2. d predicted 65 at epoch 2 < 70: little EI.
+    # e (fresh) predicted 45 at epoch 1 against the epoch-1 best of 40 (d): more EI, so e wins.
+    history = {"a": state("a", [30, 70, 71, 72]), "d": state("d", [40.0])}
+    surrogate = FakeSurrogate(means={"d": 65, "e": 45}, default_mean=0, std=1.0)
+    assert quicktune(surrogate).ask(history).pipeline_id == "e"
+
+
+def test_fresh_pool_configuration_gets_the_next_id_and_leaves_the_pool():
+    space = build_space(["dla46x_c", "mobilevit_xs"])
+    surrogate = FakeSurrogate(means={"pool-3": 90}, default_mean=10)
+    opt = QuickTune.for_space(
+        space, meta_features=META, model_names_map=None, model_column_names=None, max_epochs=5, delta_t=2,
+        priors=surrogate, pool_size=8, seed=1,
+    )  # fmt: skip
+    first = opt.ask({})
+    assert (first.pipeline_id, first.config, first.start_epoch, first.end_epoch) == (
+        "p0001", opt.layout.pool[3], 0, 2,
+    )  # fmt: skip
+    history = {"p0001": PipelineState("p0001", first.config, (50.0, 55.0), (1.0, 1.0), "ok")}
+    surrogate.means = {"p0001": 95}
+    second = opt.ask(history)
+    assert (second.pipeline_id, second.start_epoch, second.end_epoch) == ("p0001", 2, 4)
+    curveset, candidates = opt.layout.build(history, opt)
+    assert "pool-3" not in curveset.config_ids and len(curveset) == 8  # p0001 replaced its pool entry
+
+
+def test_the_pool_is_fixed_by_the_seed_so_a_resumed_run_sees_the_same_candidates():
+    space = build_space(["dla46x_c", "mobilevit_xs"])
+
+    def pool(seed):
+        opt = QuickTune.for_space(space, meta_features=META, model_names_map=None, model_column_names=None,
+                                  max_epochs=5, delta_t=1, priors=FakeSurrogate(), pool_size=16, seed=seed)
+        return opt.layout.pool
+
+    assert pool(3) == pool(3) and pool(3) != pool(4)
+
+
+def test_refit_schedule_full_fits_then_refinements_then_reset_after_a_stall():
+    surrogate = FakeSurrogate(std=1.0)
+    schedule = FitSchedule(full_refits=2, full_steps=7, refine_steps=3, refit_fraction=0.5, stall_patience=3)
+    opt = quicktune(surrogate, schedule=schedule)
+    for values in ([10.0], [10.0, 20.0], [10.0, 20.0, 20.0], [10.0, 20.0, 20.0, 20.0]):
+        opt.ask({"d": state("d", values)})
+    # n=1, 2: full fits from the priors; n=3: 1 new >= ceil(0.5·2) -> refinement; n=4: 1 new < ceil(0.5·3)
+    assert surrogate.fits() == [("fit", 7, 1), ("fit", 7, 2), ("fit", 3, 3)]
+    # the best (20) has not improved for 3 asks (n=3, 4, 5): back to a copy of the priors, fitted fully
+    opt.ask({"d": state("d", [10.0, 20.0, 20.0, 20.0]), "e": state("e", [5.0])})
+    assert surrogate.log[-2:] == [("copy",), ("fit", 7, 5)]
+
+
+def test_without_priors_the_first_pipeline_is_random_and_the_surrogate_is_fresh():
+    built = []
+
+    def new_surrogate(columns, seed):
+        built.append((len(columns), seed))
+        return FakeSurrogate(means={"a": 99})
+
+    opt = quicktune(None, new_surrogate=new_surrogate, seed=5)
+    first = opt.ask({})
+    assert built == [(len(recorded().features.columns), 5)]
+    assert first.pipeline_id == opt.layout.ids[0]  # the seeded order's first, no prediction needed
+    assert not opt.use_meta
+
+
+def test_nothing_left_to_propose_returns_none():
+    history = {cid: state(cid, list(np.linspace(10, 40, n))) for cid, n in zip(IDS, (4, 4, 4, 4, 4, 2), strict=True)}
+    assert quicktune(FakeSurrogate()).ask(history) is None
+
+
+@pytest.mark.parametrize("delta_t", [1, 3])
+def test_steps_stop_at_the_recorded_length(delta_t):
+    history = {"f": state("f", [10.0])}  # f was recorded for 2 epochs
+    surrogate = FakeSurrogate(means={"f": 99}, std=0.5)
+    suggestion = QuickTune.for_recorded(recorded(), delta_t=delta_t, priors=surrogate).ask(history)
+    assert (suggestion.pipeline_id, suggestion.start_epoch, suggestion.end_epoch) == ("f", 1, 2)
+
+
+@pytest.mark.slow
+def test_qtt_tune_with_quicktune_runs_end_to_end(tmp_path, digits_split_dir):
+    import json
+
+    from typer.testing import CliRunner
+
+    from qtt_cli.cli.app import app
+    from qtt_cli.store import RunDir
+
+    hub = tmp_path / "hub.yaml"  # a model the meta-dataset does not know: Quick-Tune runs without priors
+    hub.write_text("models:\n  - name: mobilenetv3_small_050.lamb_in1k\n    input_size: 32\n")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "tune", str(digits_split_dir), "--out", str(out), "--hub", str(hub), "--weights", "random",
+        "--max-input-size", "32", "--max-epochs", "2", "--max-steps", "3", "--budget", "5m",
+        "--optimizer", "quicktune", "--json",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "quicktune:" in result.stderr and "priors" in result.stderr  # says whether priors are used
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 3 and summary["reason"] == "max_steps"
+    history = RunDir(out).store.load()
+    ok = history[history["status"] == "ok"]
+    assert len(ok) == 3 and ok["val_top1"].between(0, 100).all()
+    for _, rows in ok.groupby("pipeline_id"):  # freeze-thaw: every pipeline's epochs are 1, 2, ... in order
+        assert list(rows.sort_values("step")["epoch"]) == list(range(1, len(rows) + 1))
