@@ -11,7 +11,8 @@ epoch) points and a pool of 512 candidates (the started pipelines + fresh config
 * ``step``: one training step (``refine_50`` / 50).
 
 The surrogate starts from the shipped priors (``metadata/quicktune``) when present, else untrained.
-Learning curves are synthetic (rising curves with noise); only their number and lengths matter here.
+Learning curves are synthetic (rising curves with noise); only their number and lengths matter here (the
+curve CNN's work grows with the longest prefix in a batch).
 
     python benchmarks/bench_surrogate_latency.py [--repeats 5] [--json]
 """
@@ -39,13 +40,15 @@ POOL = 512
 
 
 def run_curveset(observations: int, seed: int = 0) -> tuple[CurveSet, np.ndarray, np.ndarray]:
-    """A run with ``observations`` observed epochs over pipelines of 1-12 epochs, plus fresh configurations
+    """A run with ``observations`` observed epochs over pipelines of 1-6 epochs (80 %) or 7-50 epochs (20 %:
+    the promising ones a freeze-thaw search continues), plus fresh configurations
     up to a 512-candidate pool. Returns the curve set, its candidate rows and their epochs so far."""
     rng = np.random.default_rng(seed)
     hub = load_hub("quicktune")
     lengths: list[int] = []
     while sum(lengths) < observations:
-        lengths.append(int(min(rng.integers(1, 13), observations - sum(lengths))))
+        k = rng.integers(1, 7) if rng.random() < 0.8 else rng.integers(7, 51)  # freeze-thaw: most stop early
+        lengths.append(int(min(k, observations - sum(lengths))))
     configs = sample_configs(build_space(hub.names), max(POOL, len(lengths)), seed=seed)
     curves, costs = [], []
     for i in range(len(configs)):

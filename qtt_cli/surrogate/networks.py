@@ -88,12 +88,23 @@ class FeatureExtractor(nn.Module):
             self.model_embedding(x[:, s["model"]]),
             x[:, s["fidelity"]],
             x[:, s["meta"]],
-            *([self.curve_encoder(prefix, mask)] if self.curve_encoder is not None else []),
+            *([self._encode_curve(prefix, mask, count)] if self.curve_encoder is not None else []),
             last,
             best,
             length[:, None],
         ]
         return self.mlp(torch.cat(parts, dim=1))
+
+    def _encode_curve(self, prefix: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """The CNN over the prefix slots, cut 3 slots after the longest prefix of the batch.
+
+        Exact, not an approximation: an output position two or more slots past a prefix's end sees only
+        zeros (receptive field 5), so every such position has the same value and the max-pool needs just
+        one of them; keeping 3 past the longest prefix keeps at least one for every row. Search batches hold
+        short prefixes, so this does a fraction of the convolution work.
+        """
+        width = min(self.curve_length, int(count.max().item()) + 3)
+        return self.curve_encoder(prefix[:, :width], mask[:, :width])
 
 
 class DeepKernelGP(gpytorch.models.ExactGP):
