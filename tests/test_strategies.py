@@ -294,6 +294,10 @@ def test_delta_weights_channels_by_attention():
     for attention in (torch.tensor([0.1, 0.8, 0.1]), torch.tensor([0.45, 0.1, 0.45])):
         expected = 0.5 * 3 * float(attention[1])  # 1/2 * C * a_1 * mean squared difference 1
         assert float(delta_penalty(moved, features, attention)) == pytest.approx(expected)
+        # the same maps channels-last ([B, H, W, C], e.g. Swin) and as tokens ([B, N, C], e.g. ViT)
+        last, moved_last = features.permute(0, 2, 3, 1), moved.permute(0, 2, 3, 1)
+        assert float(delta_penalty(moved_last, last, attention)) == pytest.approx(expected)
+        assert float(delta_penalty(moved_last.flatten(1, 2), last.flatten(1, 2), attention)) == pytest.approx(expected)
 
 
 def test_delta_attention_is_a_distribution_that_ranks_channels(cache):

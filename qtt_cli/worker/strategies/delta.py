@@ -7,11 +7,12 @@ how much the channel matters for the target task:
 
     Omega = delta_reg * 1/2 * mean_batch sum_j C * a_j * mean_spatial (FM_j(w, x) - FM_j(w0, x))^2
 
-``FM`` is the final feature map (``forward_features``: what the head pools), ``C`` its number of channels, and
+``FM`` is the final feature map (``forward_features``: what the head pools), ``C`` its number of channels
+(``num_features``; found at dim 1 of ``[B, C, H, W]`` or last in token and channels-last maps), and
 ``a`` the channel attention (softmax, sums to 1, so ``C * a_j`` averages 1). Averaging over the batch and the
 spatial positions keeps the scale independent of batch size and resolution. The paper regularises the outer
-layers' maps; qtt uses the final one, the representation every timm model exposes (``[B, C, H, W]`` or
-``[B, tokens, C]``), at the price of one extra no-grad forward of the reference per batch.
+layers' maps; qtt uses the final one, the representation every timm model exposes (``[B, C, H, W]``,
+``[B, tokens, C]`` or ``[B, H, W, C]``), at the price of one extra no-grad forward of the reference per batch.
 
 Attention, as the paper's supervised attention (and its reference implementation): once, when the pipeline
 starts, a linear classifier for the target classes is fitted on the pretrained model's pre-logits of up to
@@ -39,24 +40,29 @@ PROBE_ITERATIONS = 100  # L-BFGS iterations of the linear classifier fitted for 
 PROBE_L2 = 1e-4
 
 
-def channel_axis(features: torch.Tensor) -> int:
-    """Where the channels of a timm feature map are: 1 for ``[B, C, ...]``, -1 for token maps ``[B, N, C]``."""
-    return -1 if features.dim() == 3 else 1
+def channel_axis(features: torch.Tensor, channels: int) -> int:
+    """Where the ``channels`` of a timm feature map are: dim 1 (``[B, C, ...]``) or the last dim (token maps
+    ``[B, N, C]``, channels-last ``[B, H, W, C]``)."""
+    last = features.dim() - 1
+    if features.dim() == 3 and features.shape[last] == channels:  # tokens: channels last even if N == C
+        return last
+    if features.shape[1] == channels:
+        return 1
+    if features.shape[last] == channels:
+        return last
+    raise ValueError(f"delta_reg: no dimension of size {channels} (the model's num_features) in the feature map "
+                     f"of shape {tuple(features.shape)}")
 
 
-def channel_distances(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def channel_distances(features: torch.Tensor, reference: torch.Tensor, channels: int) -> torch.Tensor:
     """``[B, C]``: per sample and channel, the mean squared difference over the other (spatial) positions."""
-    squared = (features.float() - reference.float()).pow(2)
-    if squared.dim() == 2:
-        return squared
-    if channel_axis(squared) == -1:
-        return squared.mean(dim=1)
-    return squared.flatten(2).mean(dim=2)
+    squared = (features.float() - reference.float()).pow(2).movedim(channel_axis(features, channels), 1)
+    return squared if squared.dim() == 2 else squared.flatten(2).mean(dim=2)
 
 
 def delta_penalty(features: torch.Tensor, reference: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
     """``1/2 * mean_batch sum_j C * a_j * d_j`` (unscaled by ``delta_reg``); ``reference`` carries no gradient."""
-    distances = channel_distances(features, reference.detach())
+    distances = channel_distances(features, reference.detach(), attention.numel())
     weights = attention.to(distances.device, distances.dtype) * attention.numel()
     return 0.5 * (distances * weights).sum(dim=1).mean()
 
@@ -79,7 +85,7 @@ def channel_attention(reference: nn.Module, loader, num_classes: int, device: to
         raise RuntimeError("delta_reg: the training split gave no images to estimate the channel attention")
     features, labels = torch.cat(features), torch.cat(labels)
     probe = _fit_probe(reference.forward_head(features, pre_logits=True).float(), labels, num_classes)
-    axis = channel_axis(features)
+    axis = channel_axis(features, reference.num_features)
 
     def loss_of(maps: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(probe(reference.forward_head(maps, pre_logits=True).float()), labels)
