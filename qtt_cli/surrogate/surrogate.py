@@ -104,7 +104,7 @@ class Surrogate:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             nets = Predictors(layout, settings)
-        return cls(layout, scaler or space_scaler(), settings, nets, {"trained_steps": 0})
+        return cls(layout, copy.deepcopy(scaler) if scaler else space_scaler(), settings, nets, {"trained_steps": 0})
 
     def save(self, directory: Path) -> None:
         """``surrogate.safetensors`` (every weight) + ``surrogate.json`` (layout, scalers, settings)."""
