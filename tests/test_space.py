@@ -238,3 +238,18 @@ def test_encode_sampled_configs_with_hub_names(samples):
     assert (sgd["momentum"] == 0.9).all() and (sgd["cat:opt_betas:None"] == 1).all()
     back = [decode(row, TABLE_NAMES) for _, row in encoded.iterrows()]
     assert back == [table_view(c) for c in samples[:40]]  # the training methods are not table columns
+
+
+def test_training_methods_are_sampled_with_their_prior_and_uniformly_when_a_file_lists_them(tmp_path):
+    """SPG/HVP are searchable but rarer by default (the meta-learned predictors cannot see them)."""
+    import collections
+
+    cs = sample_configs(build_space(["m"]), 2000, seed=1)
+    spg = collections.Counter(c.spg for c in cs)
+    views = collections.Counter(c.hvp_views for c in cs)
+    assert 0.2 < spg[True] / 2000 < 0.3
+    assert 0.65 < views[1] / 2000 < 0.75 and min(views[2], views[3], views[4]) > 120
+    path = tmp_path / "space.yaml"
+    path.write_text("spg: [false, true]\n")
+    forced = collections.Counter(c.spg for c in sample_configs(load_space(path, ["m"]), 2000, seed=1))
+    assert 0.45 < forced[True] / 2000 < 0.55
