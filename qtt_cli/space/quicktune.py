@@ -66,7 +66,7 @@ class HyperparameterDef:
     values: tuple[Any, ...]
     default: Any
     kind: str = "ordinal"
-    weights: tuple[tuple[Any, float], ...] = ()  # sampling prior (categorical only); () = uniform
+    weights: tuple[tuple[Any, float], ...] = ()  # sampling prior over values; () = uniform
 
     @property
     def numeric(self) -> bool:
@@ -126,7 +126,7 @@ TRAINING_METHODS: tuple[HyperparameterDef, ...] = (
     _o("spg_modules", (1, 2, 3), 3),
     _o("spg_drop", (0.1, 0.2, 0.3), 0.2),
     _o("spg_cold_start", (0, 1, 2), 0),
-    dataclasses.replace(_c("hvp_views", (1, 2, 3, 4), 1), weights=((1, 0.7), (2, 0.1), (3, 0.1), (4, 0.1))),
+    dataclasses.replace(_o("hvp_views", (1, 2, 3, 4), 1), weights=((1, 0.7), (2, 0.1), (3, 0.1), (4, 0.1))),
     _o("hvp_every", (1, 2, 4), 1),
 )
 
@@ -212,9 +212,10 @@ def _make(hp: HyperparameterDef):
         value = values[0]
         # Constant holds str/int/float; booleans travel as 0/1 and PipelineConfig turns them back.
         return Constant(hp.name, int(value) if isinstance(value, bool) else value)
-    if hp.kind == "ordinal":
-        return OrdinalHyperparameter(hp.name, list(values), default_value=default)
     prior = dict(hp.weights)
+    if hp.kind == "ordinal" and not prior:
+        return OrdinalHyperparameter(hp.name, list(values), default_value=default)
+    # ConfigSpace's ordinals sample uniformly; a sampling prior needs a (weighted) categorical.
     weights = [prior[v] for v in values] if prior and set(values) <= set(prior) else None
     return CategoricalHyperparameter(hp.name, list(values), default_value=default, weights=weights)
 

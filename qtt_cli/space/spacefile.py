@@ -154,7 +154,7 @@ def _values(name: str, raw: Any, where: str) -> list[Any]:
     hp = _BY_NAME[name]
     if hp.kind != "ordinal":
         items = _as_list(raw, where)
-        if hp.values[0] in (False, True):  # linear_probing, amp, stoch_norm, spg
+        if isinstance(hp.values[0], bool):  # linear_probing, amp, stoch_norm, spg (not 0/1 numbers)
             items = [_boolean(item, where) for item in items]
         else:
             items = ["None" if item is None else str(item) for item in items]
