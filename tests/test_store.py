@@ -83,3 +83,12 @@ def test_parse_budget(text, seconds):
 def test_parse_budget_rejects(text):
     with pytest.raises(BudgetError):
         parse_budget(text)
+
+
+def test_a_store_from_before_a_new_hyperparameter_still_reads(tmp_path):
+    """Runs written by an older qtt (no SPG/HVP columns) resume with those fields at their defaults."""
+    store = ResultsStore(tmp_path)
+    store.append(make_rows("p0001", SGD, [epoch(1, 10.0)], step=0, status="ok", error=None, wall_time=NOW))
+    old = store.load().drop(columns=["spg", "spg_modules", "hvp_views", "hvp_every"])
+    state = pipeline_states(old)["p0001"]
+    assert state.config == SGD and state.config.hvp_views == 1 and state.config.spg is False

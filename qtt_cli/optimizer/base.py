@@ -121,7 +121,10 @@ def pipeline_states(history: pd.DataFrame) -> dict[str, PipelineState]:
         rows = rows.sort_values(["step", "epoch"], na_position="last")
         done = rows[rows["val_top1"].notna()]
         first = rows.iloc[0]
-        config = PipelineConfig.from_dict({c: _plain(first[c]) for c in HYPERPARAMETER_COLUMNS})
+        # A store written before a hyperparameter existed lacks its column: it was at its default then.
+        config = PipelineConfig.from_dict(
+            {c: _plain(first[c]) for c in HYPERPARAMETER_COLUMNS if c in history.columns}
+        )
         last = rows.iloc[-1]
         states[str(pid)] = PipelineState(
             pipeline_id=str(pid),
