@@ -47,3 +47,14 @@ def digits_split_dir(tmp_path_factory, make_dataset) -> Path:
     out = tmp_path_factory.mktemp("digits_split") / "digits"
     make_dataset.make_dataset("digits", out, layout="split", per_class=20, seed=0)
     return out
+
+
+@pytest.fixture
+def deterministic():
+    """Deterministic torch kernels for the duration of a test (bit-exact continuation checks)."""
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)

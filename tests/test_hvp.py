@@ -31,14 +31,6 @@ def cache(digits_dir, tmp_path_factory):
     return build_cache(discover(digits_dir, val_fraction=0.2, seed=0), tmp_path_factory.mktemp("cache"), SIDE)
 
 
-@pytest.fixture
-def deterministic():
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
-
-
 def make_worker(cache, root: Path, **kwargs) -> FinetuneWorker:
     kwargs.setdefault("max_epochs", 4)
     return FinetuneWorker(cache, parse_weights("random"), root, max_input_size=SIDE, device="cpu", **kwargs)

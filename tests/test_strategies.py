@@ -91,14 +91,6 @@ def batch_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainBatch:
     return TrainBatch(model, x, y, y, features, model.forward_head(features))
 
 
-@pytest.fixture
-def deterministic():
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
-
-
 # --- percentage to freeze, linear probing, layer decay --------------------------------------------------------
 
 

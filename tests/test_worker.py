@@ -42,14 +42,6 @@ def state_of(root: Path, pid: str, epoch: int) -> dict:
     return torch.load(epoch_path(root, pid, epoch), map_location="cpu", weights_only=True)
 
 
-@pytest.fixture
-def deterministic():
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
-
-
 def test_two_steps_equal_one_uninterrupted_step(cache, tmp_path, deterministic):
     # mixup+cutmix with an odd last batch (160 % 27 = 25), dropout, smoothing, RNG-driven augmentation,
     # AdamW with cosine after warm-up: every source of state and randomness that continuation must carry.
