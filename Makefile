@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_spg_hvp.py
 	$(BIN)/python benchmarks/bench_surrogate_latency.py
+	$(BIN)/python benchmarks/bench_optimizer_latency.py
 
 lint: install
 	$(BIN)/ruff check qtt_cli tests examples benchmarks

@@ -137,7 +137,7 @@ def test_qtt_bench_writes_results_table_and_plot_and_never_meta_trains_on_the_te
 ):
     out = tmp_path / "bench"
     result = CliRunner().invoke(app, [
-        "bench", "--meta-dataset", str(tiny_meta_dataset), "--out", str(out), "--budgets", "10m,30m",
+        "bench", "--meta-dataset", str(tiny_meta_dataset), "--out", str(out), "--budgets", "5m,15m",
         "--seeds", "1", "--datasets", "d0,d1", "--folds", "2", "--meta-iterations", "3",
         "--optimizers", "random,asha,dyhpo,quicktune", "--quiet",
     ])  # fmt: skip
@@ -147,7 +147,7 @@ def test_qtt_bench_writes_results_table_and_plot_and_never_meta_trains_on_the_te
     assert set(results["optimizer"]) == {"random", "asha", "dyhpo", "quicktune"}
     assert results["regret"].between(0, 1).all()
     summary = pd.read_csv(out / "summary.csv")
-    assert sorted(summary["budget_h"].unique()) == pytest.approx([1 / 6, 0.5]) and len(summary) == 8
+    assert sorted(summary["budget_h"].unique()) == pytest.approx([1 / 12, 0.25]) and len(summary) == 8
     assert (out / "regret.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Quick-Tune" in result.stderr  # the table
     folds = [json.loads(p.read_text())["key"]["split"] for p in sorted(out.glob("priors/fold-*/fold.json"))]

@@ -7,7 +7,7 @@ import pytest
 from fake_surrogate import FakeSurrogate
 
 from qtt_cli.metadataset import build_curveset
-from qtt_cli.optimizer.base import PipelineState
+from qtt_cli.optimizer.base import PipelineState, Suggestion
 from qtt_cli.optimizer.quicktune import FitSchedule, QuickTune
 from qtt_cli.space import build_space
 from qtt_cli.space.config import PipelineConfig
@@ -89,16 +89,18 @@ def test_fresh_pool_configuration_gets_the_next_id_and_leaves_the_pool():
         space, meta_features=META, model_names_map=None, model_column_names=None, max_epochs=5, delta_t=2,
         priors=surrogate, pool_size=8, seed=1,
     )  # fmt: skip
-    first = opt.ask({})
-    assert (first.pipeline_id, first.config, first.start_epoch, first.end_epoch) == (
-        "p0001", opt.layout.pool[3], 0, 2,
-    )  # fmt: skip
+    first = opt.ask({})  # nothing observed: the pool's first (random) configuration, as Algorithm 1 starts
+    assert (first.pipeline_id, first.config, first.start_epoch, first.end_epoch) == ("p0001", opt.layout.pool[0], 0, 2)
     history = {"p0001": PipelineState("p0001", first.config, (50.0, 55.0), (1.0, 1.0), "ok")}
-    surrogate.means = {"p0001": 95}
     second = opt.ask(history)
-    assert (second.pipeline_id, second.start_epoch, second.end_epoch) == ("p0001", 2, 4)
-    curveset, candidates = opt.layout.build(history, opt)
-    assert "pool-3" not in curveset.config_ids and len(curveset) == 8  # p0001 replaced its pool entry
+    assert (second.pipeline_id, second.config, second.start_epoch, second.end_epoch) == (
+        "p0002", opt.layout.pool[3], 0, 2,
+    )  # fmt: skip
+    history["p0002"] = PipelineState("p0002", second.config, (60.0, 62.0), (1.0, 1.0), "ok")
+    surrogate.means = {"p0002": 95}
+    assert opt.ask(history) == Suggestion("p0002", opt.layout.pool[3], 2, 4)
+    curveset, _ = opt.layout.build(history, opt)
+    assert "pool-3" not in curveset.config_ids and "pool-0" not in curveset.config_ids and len(curveset) == 8
 
 
 def test_the_pool_is_fixed_by_the_seed_so_a_resumed_run_sees_the_same_candidates():
@@ -125,18 +127,22 @@ def test_refit_schedule_full_fits_then_refinements_then_reset_after_a_stall():
     assert surrogate.log[-2:] == [("copy",), ("fit", 7, 5)]
 
 
-def test_without_priors_the_first_pipeline_is_random_and_the_surrogate_is_fresh():
+@pytest.mark.parametrize("with_priors", [True, False])
+def test_the_first_pipeline_is_random_and_without_priors_the_surrogate_is_fresh(with_priors):
     built = []
 
     def new_surrogate(columns, seed):
         built.append((len(columns), seed))
         return FakeSurrogate(means={"a": 99})
 
-    opt = quicktune(None, new_surrogate=new_surrogate, seed=5)
+    priors = FakeSurrogate(means={"a": 99}) if with_priors else None
+    opt = quicktune(priors, new_surrogate=new_surrogate, seed=5)
     first = opt.ask({})
-    assert built == [(len(recorded().features.columns), 5)]
-    assert first.pipeline_id == opt.layout.ids[0]  # the seeded order's first, no prediction needed
-    assert not opt.use_meta
+    assert first.pipeline_id == opt.layout.ids[0]  # the seeded order's first, not the predicted best "a"
+    assert opt.layout.ids != quicktune(priors, new_surrogate=new_surrogate, seed=6).layout.ids
+    assert opt.use_meta == with_priors
+    width = len(recorded().features.columns)
+    assert built == ([] if with_priors else [(width, 5), (width, 6)])
 
 
 def test_nothing_left_to_propose_returns_none():
@@ -153,16 +159,26 @@ def test_steps_stop_at_the_recorded_length(delta_t):
 
 
 @pytest.mark.slow
-def test_qtt_tune_with_quicktune_runs_end_to_end(tmp_path, digits_split_dir):
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("mobilenetv3_small_050.lamb_in1k", "predictors start untrained"),  # not in the meta-dataset: no priors
+        ("dla46x_c.in1k", "cover all 1 models"),  # a meta-dataset model: the shipped priors are used
+    ],
+)
+def test_qtt_tune_with_quicktune_runs_end_to_end(tmp_path, digits_split_dir, model, says):
     import json
 
     from typer.testing import CliRunner
 
     from qtt_cli.cli.app import app
     from qtt_cli.store import RunDir
+    from qtt_cli.surrogate.priors import PRIORS_DIR
 
-    hub = tmp_path / "hub.yaml"  # a model the meta-dataset does not know: Quick-Tune runs without priors
-    hub.write_text("models:\n  - name: mobilenetv3_small_050.lamb_in1k\n    input_size: 32\n")
+    if "cover" in says and not (PRIORS_DIR / "surrogate.safetensors").is_file():
+        pytest.skip(f"no shipped priors in {PRIORS_DIR}")
+    hub = tmp_path / "hub.yaml"
+    hub.write_text(f"models:\n  - name: {model}\n    input_size: 32\n")
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "tune", str(digits_split_dir), "--out", str(out), "--hub", str(hub), "--weights", "random",
@@ -170,7 +186,7 @@ def test_qtt_tune_with_quicktune_runs_end_to_end(tmp_path, digits_split_dir):
         "--optimizer", "quicktune", "--json",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "quicktune:" in result.stderr and "priors" in result.stderr  # says whether priors are used
+    assert "quicktune:" in result.stderr and says in result.stderr  # says whether priors are used
     summary = json.loads(result.stdout)
     assert summary["steps"] == 3 and summary["reason"] == "max_steps"
     history = RunDir(out).store.load()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -170,10 +170,11 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
     priors_dirs: dict[int, Path] = {}
     if any(OPTIMIZERS[o][1] for o in settings.optimizers):
         needed = sorted({fold_of[n] for n in bench_names})
-        for i, k in enumerate(needed):
-            progress("meta-training", i, len(needed))
-            priors_dirs[k] = fold_priors(curvesets, folds, k, settings, out / "priors" / f"fold-{k}")
-        progress("meta-training", len(needed), len(needed))
+        jobs = [(curvesets, folds, k, settings, out / "priors" / f"fold-{k}") for k in needed]
+        progress("meta-training", 0, len(needed))
+        for i, (k, directory) in enumerate(_map(_fold_priors_job, jobs, settings.jobs)):
+            priors_dirs[k] = directory
+            progress("meta-training", i + 1, len(needed))
 
     tasks = [
         _Task(settings.meta_dataset, name, opt, seed, str(priors_dirs.get(fold_of[name], "")), settings.delta_t,
@@ -184,17 +185,10 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
     epoch_cost = {cs.name: float(np.median(np.concatenate(cs.costs))) for cs in curvesets}
     tasks.sort(key=lambda t: (t.optimizer in ("random", "asha"), epoch_cost[t.dataset]))
     traces: list[dict] = []
-    if settings.jobs == 1:
-        for i, task in enumerate(tasks):
-            progress("searches", i, len(tasks))
-            traces.append(_run_task(task))
-    else:
-        with ProcessPoolExecutor(max_workers=settings.jobs, initializer=_init_worker) as pool:
-            futures = [pool.submit(_run_task, t) for t in tasks]
-            for i, future in enumerate(as_completed(futures)):
-                progress("searches", i, len(tasks))
-                traces.append(future.result())
-    progress("searches", len(tasks), len(tasks))
+    progress("searches", 0, len(tasks))
+    for i, trace in enumerate(_map(_run_task, tasks, settings.jobs)):
+        traces.append(trace)
+        progress("searches", i + 1, len(tasks))
 
     by_name = {cs.name: cs for cs in curvesets}
     results = regret_table(traces, by_name, settings.budgets_s)
@@ -228,7 +222,24 @@ def regret_table(traces: Sequence[dict], curvesets: dict[str, CurveSet], budgets
     return pd.DataFrame(rows)
 
 
+def _map(function: Callable, items: Sequence, jobs: int) -> Iterator:
+    """``function`` over ``items``, in this process or in ``jobs`` worker processes (results as they finish)."""
+    if jobs == 1 or len(items) <= 1:
+        yield from (function(item) for item in items)
+        return
+    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), initializer=_init_worker) as pool:
+        futures = [pool.submit(function, item) for item in items]
+        for future in as_completed(futures):
+            yield future.result()
+
+
 # --------------------------------------------------------------------------- fold priors
+
+
+def _fold_priors_job(args: tuple) -> tuple[int, Path]:
+    curvesets, folds, k, settings, directory = args
+    return k, fold_priors(curvesets, folds, k, settings, directory)
+
 
 
 def fold_priors(curvesets: Sequence[CurveSet], folds: list[list[str]], k: int, settings: BenchSettings,

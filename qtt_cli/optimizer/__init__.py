@@ -2,12 +2,16 @@
 
 from qtt_cli.optimizer.base import Optimizer, PipelineState, Suggestion, pipeline_states
 from qtt_cli.optimizer.candidates import RecordedConfigs
+from qtt_cli.optimizer.quicktune import AcquisitionSettings, FitSchedule, QuickTune
 from qtt_cli.optimizer.random_search import RandomSearch
 from qtt_cli.optimizer.successive_halving import SuccessiveHalving
 
 __all__ = [
+    "AcquisitionSettings",
+    "FitSchedule",
     "Optimizer",
     "PipelineState",
+    "QuickTune",
     "RandomSearch",
     "RecordedConfigs",
     "SuccessiveHalving",

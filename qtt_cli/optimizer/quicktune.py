@@ -4,7 +4,8 @@ Each ``ask`` (1) lays the run's history and the candidates out as one :class:`Cu
 surrogate (deep-kernel GP + cost MLP) on the run's observations, warm-started from the meta-learned
 priors, (3) predicts every candidate's accuracy at its next fidelity ``τ = epochs + Δt`` and the seconds of
 those Δt epochs, and (4) proposes the candidate with the highest expected improvement per second
-(equation 3, :mod:`qtt_cli.optimizer.acquisition`).
+(equation 3, :mod:`qtt_cli.optimizer.acquisition`). The very first pipeline is drawn at random
+(Algorithm 1, line 1): with nothing observed, the GP predicts its constant prior mean for everyone.
 
 Candidates are every started pipeline that may still be continued (not finished, failed or diverged; a
 first transient failure such as "out of memory" is retried once) plus the configurations not started yet:
@@ -15,16 +16,19 @@ The optimizer keeps no private history: ``ask`` rebuilds everything from the pip
 resuming a run is reloading the store. The surrogate it carries between asks (and the refit schedule) is
 only a cache: a resumed run starts again from the priors, with full refits.
 
-Refit schedule (:class:`FitSchedule`), as in the paper's reference code (DyHPO's schedule):
+Refit schedule (:class:`FitSchedule`), after the paper's reference code (DyHPO's schedule):
 
 - the first ``full_refits`` asks with new observations reset the surrogate to the priors (or to its fresh
   initialisation without meta-learning) and fit ``full_steps`` steps;
 - afterwards the surrogate is refined for ``refine_steps`` steps once the observations have grown by
-  ``refit_fraction`` of their number since the last fit (every new observation while the run is small;
-  every ~``1/refit_fraction``-th step when the GP is large, where a fit costs the most and one more point
-  changes the least); the predictions always condition on every observation;
-- when the best accuracy has not improved for ``stall_patience`` asks, the surrogate is reset (a refit that
-  went astray is the likeliest reason) and the full refits start over.
+  ``refit_fraction`` (25 %) since the last fit: every new observation while the run is small, rarely
+  when it is large, where a fit costs the most and one more point changes the least (the predictions
+  still condition on the latest observations at every ask);
+- when the best accuracy has not improved for ``stall_patience`` asks, the surrogate is reset to the
+  priors and fitted fully once (a refinement that drifted is the likeliest culprit of a stall).
+
+Each fit samples batches of at most the surrogate's ``batch_size`` observations per step (Algorithm 2's
+batches), so a fit's cost stops growing with the run.
 """
 
 from __future__ import annotations
@@ -188,9 +192,11 @@ class QuickTune(Optimizer):
         curveset, candidates = self.layout.build(pipelines, self)
         if len(candidates.rows) == 0:
             return None
-        observed = curveset.num_observations
-        if observed == 0 and not self.use_meta:
-            return self._suggest(candidates, 0, pipelines)  # Algorithm 1, line 1: a random first pipeline
+        if curveset.num_observations == 0:
+            # Algorithm 1, line 1: the first pipeline is drawn at random (the candidates are in a seeded random
+            # order). With nothing observed the GP's prediction is its constant prior mean for every
+            # candidate, so the acquisition could only rank them by cost.
+            return self._suggest(candidates, 0, pipelines)
         model = self._fitted(curveset, pipelines)
         prediction = model.predict(curveset, candidates.rows, candidates.targets, candidates.epochs)
         scores, z = self.scores(curveset, candidates, prediction)
