@@ -90,8 +90,8 @@ def compare(workdir: Path, per_class: int, input_size: int, epochs: int, device:
     for label, config in runs.items():
         pid = label.replace("=", "-")
         top1, seconds = last_top1(worker(pretrained, "ft", sp_epochs), pid, config, sp_epochs)
-        state = torch.load(epoch_path(workdir / "ft", pid, sp_epochs), map_location="cpu",
-                           weights_only=True)["model"]
+        path = epoch_path(workdir / "ft", pid, sp_epochs)
+        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
         sp[label] = {"val_top1": top1, "rel_distance_to_pretrained": round(relative_distance(state, initial,
                                                                                             compared), 4),
                      "seconds": round(seconds, 1)}
