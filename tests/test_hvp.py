@@ -11,29 +11,21 @@ import timm
 import torch
 from torch import nn
 from torch.nn import functional as F
+from worker_helpers import MODEL, SIDE, make_worker
 
-from qtt_cli.data import build_cache, discover, make_loader, train_transform
+from qtt_cli.data import make_loader, train_transform
 from qtt_cli.data.cache import CachedImages
-from qtt_cli.hub import parse_weights, preprocessing_for
+from qtt_cli.hub import preprocessing_for
 from qtt_cli.space import PipelineConfig, build_space, encode, load_space, sample_configs
 from qtt_cli.space.spacefile import SpaceFileError
-from qtt_cli.worker import FinetuneWorker, epoch_path
+from qtt_cli.worker import epoch_path
 from qtt_cli.worker import extensions as extensions_module
 from qtt_cli.worker.strategies.hvp import HardViewSelection, view_losses
 
-MODEL = "mobilenetv3_small_050.lamb_in1k"
-SIDE = 32
 
-
-@pytest.fixture(scope="module")
-def cache(digits_dir, tmp_path_factory):
-    """160 train / 40 val images of 10 classes, decoded once at 32 px."""
-    return build_cache(discover(digits_dir, val_fraction=0.2, seed=0), tmp_path_factory.mktemp("cache"), SIDE)
-
-
-def make_worker(cache, root: Path, **kwargs) -> FinetuneWorker:
-    kwargs.setdefault("max_epochs", 4)
-    return FinetuneWorker(cache, parse_weights("random"), root, max_input_size=SIDE, device="cpu", **kwargs)
+@pytest.fixture
+def cache(digits_cache):
+    return digits_cache
 
 
 def cfg(**kwargs) -> PipelineConfig:

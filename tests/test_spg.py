@@ -14,10 +14,9 @@ from safetensors.torch import load_file
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 from torch.nn import functional as F
+from worker_helpers import MODEL, SIDE, make_worker
 
-from qtt_cli.data import build_cache, discover
 from qtt_cli.export.trained import load_weights_file
-from qtt_cli.hub import parse_weights
 from qtt_cli.space import PipelineConfig, build_space, encode, load_space, sample_configs
 from qtt_cli.space.config import ConfigError
 from qtt_cli.space.spacefile import SpaceFileError
@@ -34,20 +33,12 @@ from qtt_cli.worker.strategies.spg import (
     spg_loss,
 )
 
-MODEL = "mobilenetv3_small_050.lamb_in1k"
-SIDE = 32
 SPG = dict(spg=True, spg_modules=3, spg_drop=0.2, spg_cold_start=0)
 
 
-@pytest.fixture(scope="module")
-def cache(digits_dir, tmp_path_factory):
-    """160 train / 40 val images of 10 classes, decoded once at 32 px."""
-    return build_cache(discover(digits_dir, val_fraction=0.2, seed=0), tmp_path_factory.mktemp("cache"), SIDE)
-
-
-def make_worker(cache, root: Path, **kwargs) -> FinetuneWorker:
-    kwargs.setdefault("max_epochs", 4)
-    return FinetuneWorker(cache, parse_weights("random"), root, max_input_size=SIDE, device="cpu", **kwargs)
+@pytest.fixture
+def cache(digits_cache):
+    return digits_cache
 
 
 def cfg(**kwargs) -> PipelineConfig:

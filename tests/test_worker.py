@@ -11,27 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from worker_helpers import MODEL, SIDE, make_worker
 
-from qtt_cli.data import build_cache, discover
-from qtt_cli.hub import parse_weights
 from qtt_cli.space.config import PipelineConfig
-from qtt_cli.worker import FinetuneWorker, apply_freezing, build_optimizer, build_scheduler, epoch_path
+from qtt_cli.worker import apply_freezing, build_optimizer, build_scheduler, epoch_path
 from qtt_cli.worker import worker as worker_module
 from qtt_cli.worker.recipe import LossRecipe
 
-MODEL = "mobilenetv3_small_050.lamb_in1k"
-SIDE = 32
 
-
-@pytest.fixture(scope="module")
-def cache(digits_dir, tmp_path_factory):
-    """160 train / 40 val images of 10 classes, decoded once at 32 px."""
-    return build_cache(discover(digits_dir, val_fraction=0.2, seed=0), tmp_path_factory.mktemp("cache"), SIDE)
-
-
-def make_worker(cache, root: Path, **kwargs) -> FinetuneWorker:
-    kwargs.setdefault("max_epochs", 4)
-    return FinetuneWorker(cache, parse_weights("random"), root, max_input_size=SIDE, device="cpu", **kwargs)
+@pytest.fixture
+def cache(digits_cache):
+    return digits_cache
 
 
 def cfg(**kwargs) -> PipelineConfig:
