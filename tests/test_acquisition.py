@@ -57,9 +57,12 @@ def test_incumbent_is_the_best_value_at_exactly_that_epoch():
     assert list(best_at_fidelity(curves, np.array([1, 2, 3]))) == [15.0, 20.0, 30.0]
 
 
-def test_incumbent_falls_back_to_the_highest_lower_epoch_then_to_the_floor():
-    # nobody reached epoch 4 or 7: the best at epoch 3 (the highest observed) counts, not the best overall
+def test_incumbent_falls_back_to_the_best_at_any_lower_epoch_then_to_the_floor():
+    # nobody reached epoch 4 or 7: the best value observed at any lower epoch counts (90, at epoch 1), not
+    # the best at the highest observed epoch (35 at epoch 3), as in Section 4.3 of the paper
     curves = [np.array([90.0, 40.0, 35.0]), np.array([10.0, 50.0])]
-    assert list(best_at_fidelity(curves, np.array([4, 7]))) == [35.0, 35.0]
+    assert list(best_at_fidelity(curves, np.array([4, 7]))) == [90.0, 90.0]
+    # epochs someone reached still use the best at exactly that epoch
+    assert list(best_at_fidelity(curves, np.array([2, 3, 4]))) == [50.0, 35.0, 90.0]
     assert list(best_at_fidelity([np.array([]), np.array([])], np.array([1, 3]))) == [0.0, 0.0]
     assert list(best_at_fidelity([], np.array([2]), floor=-1.0)) == [-1.0]

@@ -162,3 +162,34 @@ def test_qtt_bench_rejects_bad_input_with_a_message(tmp_path):
         "bench", "--meta-dataset", str(tmp_path), "--out", str(tmp_path / "o"), "--optimizers", "grid",
     ])  # fmt: skip
     assert result.exit_code == 2 and "unknown optimizer" in result.stderr
+
+
+def test_the_replay_tells_the_optimizer_how_much_budget_is_left():
+    from qtt_cli.optimizer import Optimizer
+
+    class Spy(Optimizer):
+        def __init__(self):
+            super().__init__(max_epochs=3, delta_t=1)
+            self.seen = []
+
+        def ask(self, pipelines, budget=None):
+            self.seen.append((budget.total_s, budget.used_s))
+            epochs = pipelines["a"].epochs if "a" in pipelines else 0
+            return step("a", epochs, epochs + 1) if epochs < 3 else None
+
+    spy = Spy()
+    replay(spy, toy([[10.0, 20.0, 30.0]], [[4.0, 2.0, 1.0]]), budget_s=50)
+    assert spy.seen == [(50.0, 0.0), (50.0, 4.0), (50.0, 6.0), (50.0, 7.0)]
+
+
+def test_optimizers_that_plan_with_the_budget_are_scored_on_the_run_with_that_budget():
+    from qtt_cli.bench.runner import regret_table
+
+    curveset = toy([[0.0, 100.0]], [[1.0, 1.0]])  # regret range 0..100
+    base = {"dataset": "toy", "optimizer": "x", "seed": 0, "steps": 1, "ask_s": 0.0}
+    short = {**base, "budget_s": 10.0, "used_s": [1.0], "values": [90.0]}  # the 10 s run found 90
+    long = {**base, "budget_s": 100.0, "used_s": [1.0, 50.0], "values": [20.0, 100.0]}  # the 100 s run: 20, 100
+    table = regret_table([long, short], {"toy": curveset}, [10.0, 100.0]).set_index("budget_s")["regret"]
+    assert table[10.0] == pytest.approx(0.1)  # from the 10 s run, not the 100 s run's prefix (0.8)
+    assert table[100.0] == pytest.approx(0.0)
+    assert table[table.index > 20.0].iloc[0] == pytest.approx(0.8)  # between budgets: the larger run

@@ -194,3 +194,40 @@ def test_qtt_tune_with_quicktune_runs_end_to_end(tmp_path, digits_split_dir, mod
     assert len(ok) == 3 and ok["val_top1"].between(0, 100).all()
     for _, rows in ok.groupby("pipeline_id"):  # freeze-thaw: every pipeline's epochs are 1, 2, ... in order
         assert list(rows.sort_values("step")["epoch"]) == list(range(1, len(rows) + 1))
+
+
+def test_a_pipeline_trained_past_all_others_competes_with_the_overall_best_not_its_own_last_epoch():
+    # a reached 80 % at epoch 1; d was trained to epoch 3 and plateaued at 56. Continuing d to epoch 4
+    # (predicted 57 ± 1) is measured against 80, the best at any lower epoch (Section 4.3), so its EI is ~0
+    # and the fresh e (79 ± 1 against the epoch-1 best of 80) wins. Against d's own 56 it would win.
+    history = {"a": state("a", [80.0]), "d": state("d", [50.0, 55.0, 56.0])}
+    surrogate = FakeSurrogate(means={"d": 57, "e": 79}, default_mean=0, std=1.0)
+    assert quicktune(surrogate).ask(history).pipeline_id == "e"
+
+
+def test_cost_cooling_turns_ei_per_second_into_plain_ei_as_the_budget_runs_out():
+    from qtt_cli.optimizer import AcquisitionSettings, BudgetStatus
+
+    cooled = AcquisitionSettings(cost_cooling=True)
+    assert cooled.exponent(None) == 1.0  # budget unknown: equation 3
+    assert cooled.exponent(BudgetStatus(100.0, 75.0)) == pytest.approx(0.25)
+    assert cooled.exponent(BudgetStatus(100.0, 120.0)) == 0.0
+    assert AcquisitionSettings().exponent(BudgetStatus(100.0, 75.0)) == 1.0  # off by default
+
+    history = {"d": state("d", [50.0])}
+    surrogate = FakeSurrogate(means={"d": 62, "e": 58}, epoch_costs={"d": 100.0, "e": 1.0}, std=1.0)
+    opt = quicktune(surrogate, acquisition=cooled)
+    assert opt.uses_budget
+    assert opt.ask(history, BudgetStatus(10_000.0, 0.0)).pipeline_id == "e"  # early: per second, e
+    assert opt.ask(history, BudgetStatus(10_000.0, 9_800.0)).pipeline_id == "d"  # late: plain EI, d
+
+
+def test_unaffordable_steps_are_skipped_while_an_affordable_one_exists():
+    from qtt_cli.optimizer import AcquisitionSettings, BudgetStatus
+
+    history = {"d": state("d", [50.0])}
+    surrogate = FakeSurrogate(means={"d": 70, "e": 51}, epoch_costs={"d": 10.0, "e": 1.0}, std=1.0)
+    opt = quicktune(surrogate, acquisition=AcquisitionSettings(skip_unaffordable=True))
+    assert opt.ask(history, BudgetStatus(1000.0, 0.0)).pipeline_id == "d"  # EI 20 for 10 s beats 1.1 for 1 s
+    assert opt.ask(history, BudgetStatus(1000.0, 995.0)).pipeline_id == "e"  # 5 s left: d cannot finish
+    assert quicktune(surrogate).ask(history, BudgetStatus(1000.0, 995.0)).pipeline_id == "d"  # knob off

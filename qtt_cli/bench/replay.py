@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qtt_cli.metadataset import CurveSet
-from qtt_cli.optimizer import Optimizer, PipelineState, RecordedConfigs, Suggestion
+from qtt_cli.optimizer import BudgetStatus, Optimizer, PipelineState, RecordedConfigs, Suggestion
 
 __all__ = ["Replay", "ReplayError", "Trace", "recorded_configs", "replay"]
 
@@ -104,7 +104,7 @@ def replay(optimizer: Optimizer, curveset: CurveSet, budget_s: float) -> Trace:
     """Run ``optimizer`` against the recorded curves until the budget or the candidates are used up."""
     run = Replay(curveset, budget_s)
     while not run.exhausted:
-        suggestion = optimizer.ask(run.pipelines())
+        suggestion = optimizer.ask(run.pipelines(), BudgetStatus(run.budget_s, run.used_s))
         if suggestion is None:
             break
         run.step(suggestion)

@@ -6,8 +6,10 @@ Protocol (Section 6 and Appendix A.1 of the Quick-Tune paper):
   are meta-trained on the other folds only (a few of those datasets held out for early stopping), so a
   dataset is never in the meta-training data of its own benchmark run. Each fold's surrogate is cached in
   ``OUT/priors/fold-K`` and reused when the fold and the meta-training settings are unchanged.
-- Each (dataset, optimizer, seed) search runs once with the largest budget; the smaller budgets are read off
-  the same trace (the optimizers do not know the budget, so a shorter search is a prefix of a longer one).
+- Each (dataset, optimizer, seed) search runs once with the largest budget, and the smaller budgets are read
+  off the same trace, for optimizers that do not plan with the budget (a shorter search is then a prefix of
+  a longer one). Quick-Tune with cost cooling (an ablation) plans with it, so it runs once per budget;
+  between two budgets its curve is read off the run with the next larger budget.
 - Metric: normalized regret of the best accuracy found so far, and the rank of the optimizers per
   (dataset, seed, budget); averaged over datasets and seeds.
 """
@@ -41,6 +43,15 @@ OPTIMIZERS: dict[str, tuple[str, bool]] = {
     "quicktune-no-cost": ("QT −C (no cost)", True),
     "quicktune-no-meta": ("QT −M (no meta-learning)", False),
     "quicktune": ("Quick-Tune", True),
+    "quicktune-cooled": ("Quick-Tune + cost cooling", True),
+}
+# Quick-Tune variants: name -> (meta-learned priors, cost-aware, cost cooling)
+_VARIANTS: dict[str, tuple[bool, bool, bool]] = {
+    "dyhpo": (False, False, False),
+    "quicktune-no-cost": (True, False, False),
+    "quicktune-no-meta": (False, True, False),
+    "quicktune": (True, True, False),
+    "quicktune-cooled": (True, True, True),
 }
 
 RESULTS_FILE = "results.csv"
@@ -136,20 +147,24 @@ def make_optimizer(name: str, curveset: CurveSet, *, priors: Any, seed: int, del
         return SuccessiveHalving(
             recorded_configs(curveset), max_epochs=curveset.max_epochs, delta_t=delta_t, eta=3, seed=seed
         )
-    variants = {
-        "dyhpo": (False, False),
-        "quicktune-no-cost": (True, False),
-        "quicktune-no-meta": (False, True),
-        "quicktune": (True, True),
-    }
-    if name not in variants:
+    from qtt_cli.optimizer import AcquisitionSettings
+
+    if name not in _VARIANTS:
         raise ValueError(f"unknown optimizer {name!r}")
-    use_meta, use_cost = variants[name]
+    use_meta, use_cost, cooling = _VARIANTS[name]
     if use_meta and priors is None:
         raise ValueError(f"{name} needs meta-learned priors")
+    acquisition = AcquisitionSettings(cost_cooling=cooling, skip_unaffordable=cooling)
     return QuickTune.for_recorded(
-        curveset, delta_t=delta_t, priors=priors if use_meta else None, use_cost=use_cost, seed=seed
+        curveset, delta_t=delta_t, priors=priors if use_meta else None, use_cost=use_cost, seed=seed,
+        acquisition=acquisition,
     )
+
+
+def plans_with_budget(name: str) -> bool:
+    """Whether optimizer ``name`` runs once per budget (see the module docstring)."""
+    use_meta, use_cost, cooling = _VARIANTS.get(name, (False, False, False))
+    return use_cost and cooling
 
 
 def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None] | None = None) -> BenchResult:
@@ -178,12 +193,14 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
 
     tasks = [
         _Task(settings.meta_dataset, name, opt, seed, str(priors_dirs.get(fold_of[name], "")), settings.delta_t,
-              max(settings.budgets_s))
+              budget)
         for name in bench_names for opt in settings.optimizers for seed in range(settings.seeds)
+        for budget in (sorted(settings.budgets_s) if plans_with_budget(opt) else [max(settings.budgets_s)])
     ]  # fmt: skip
     # Longest first (the QuickTune variants on datasets with cheap epochs take the most steps).
     epoch_cost = {cs.name: float(np.median(np.concatenate(cs.costs))) for cs in curvesets}
-    tasks.sort(key=lambda t: (t.optimizer in ("random", "asha"), epoch_cost[t.dataset]))
+    tasks.sort(key=lambda t: (t.optimizer in ("random", "asha"), t.budget_s < max(settings.budgets_s),
+                              epoch_cost[t.dataset]))  # fmt: skip
     traces: list[dict] = []
     progress("searches", 0, len(tasks))
     for i, trace in enumerate(_map(_run_task, tasks, settings.jobs)):
@@ -210,10 +227,22 @@ def regret_table(traces: Sequence[dict], curvesets: dict[str, CurveSet], budgets
     """Normalized regret of every trace on a log-spaced budget grid that includes ``budgets_s``."""
     top = max(budgets_s)
     grid = np.unique(np.concatenate([np.geomspace(top / 320, top, GRID_POINTS), np.asarray(budgets_s, float)]))
-    rows = []
+    runs: dict[tuple, list[dict]] = {}
     for t in traces:
+        runs.setdefault((t["dataset"], t["optimizer"], t["seed"]), []).append(t)
+    rows = []
+    for group in runs.values():
+        # one run per budget (optimizers that plan with it) or one run for all: each grid point is read off
+        # the run with the smallest budget that covers it
+        group = sorted(group, key=lambda t: t.get("budget_s", top))
+        budgets = np.array([t.get("budget_s", top) for t in group])
+        which = np.minimum(np.searchsorted(budgets, grid - 1e-6), len(group) - 1)
+        best = np.empty(len(grid))
+        for i, t in enumerate(group):
+            here = which == i
+            best[here] = Trace(np.asarray(t["used_s"]), np.asarray(t["values"]), t["steps"]).best_by(grid[here])
+        t = group[-1]
         y_min, y_max = regret_range(curvesets[t["dataset"]])
-        best = Trace(np.asarray(t["used_s"]), np.asarray(t["values"]), t["steps"]).best_by(grid)
         regret = normalized_regret(best, y_min, y_max)
         for b, y, r in zip(grid, best, regret, strict=True):
             rows.append({"dataset": t["dataset"], "optimizer": t["optimizer"], "seed": t["seed"],
@@ -309,7 +338,8 @@ def _run_task(task: _Task) -> dict:
     start = time.perf_counter()
     trace = replay(optimizer, curveset, task.budget_s)
     elapsed = time.perf_counter() - start
-    return {"dataset": task.dataset, "optimizer": task.optimizer, "seed": task.seed, "steps": trace.steps,
+    return {"dataset": task.dataset, "optimizer": task.optimizer, "seed": task.seed, "budget_s": task.budget_s,
+            "steps": trace.steps,
             "used_s": trace.used_s.tolist(), "values": trace.values.tolist(),
             "ask_s": elapsed / max(trace.steps, 1)}  # fmt: skip
 

@@ -52,8 +52,14 @@ def best_at_fidelity(curves: Sequence[np.ndarray], fidelities: np.ndarray, floor
     """The incumbent ``y*_τ`` for each requested epoch ``τ`` (1-based).
 
     ``y*_τ`` is the best value any curve has at exactly epoch ``τ``. When no curve reaches ``τ``, it is the
-    best value at the highest epoch below ``τ`` that some curve reaches (curves are observed prefixes, so
-    every lower epoch is observed too); when nothing is observed at all, ``floor`` (0 % accuracy).
+    best value observed at any lower epoch, by any pipeline (Section 4.3: "ℓ(x, t) ... t < τ(x)"), which is
+    then the overall best; when nothing is observed at all, ``floor`` (0 % accuracy).
+
+    Why the overall best and not the best at the highest epoch below ``τ``: a pipeline trained past every
+    other one would otherwise only compete with its own previous epoch, so a cheap pipeline that has
+    plateaued far below the incumbent keeps a positive EI (any noise upward counts as improvement) and,
+    divided by its small cost, absorbs the budget. Against the overall best, continuing it past the others
+    is worth something only if it may still become the best pipeline.
     """
     fidelities = np.asarray(fidelities, dtype=np.int64)
     longest = max((len(c) for c in curves), default=0)
@@ -64,7 +70,7 @@ def best_at_fidelity(curves: Sequence[np.ndarray], fidelities: np.ndarray, floor
         padded[i, : len(curve)] = curve
     best_per_epoch = padded.max(axis=0)  # finite everywhere: some curve reaches every epoch <= longest
     index = np.clip(fidelities, 1, longest) - 1
-    return best_per_epoch[index]
+    return np.where(fidelities > longest, best_per_epoch.max(), best_per_epoch[index])
 
 
 def cost_aware_score(

@@ -61,6 +61,26 @@ class PipelineState:
 
 
 @dataclass(frozen=True)
+class BudgetStatus:
+    """How much of the search budget is spent: what a budget-aware optimizer may plan with.
+
+    Seconds of the same clock the budget is enforced on (``qtt tune``: search wall time; replay: recorded
+    seconds).
+    """
+
+    total_s: float
+    used_s: float
+
+    @property
+    def left_s(self) -> float:
+        return max(self.total_s - self.used_s, 0.0)
+
+    @property
+    def fraction_left(self) -> float:
+        return self.left_s / self.total_s if self.total_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
 class Suggestion:
     """Train ``pipeline_id`` (a new one when it is not in the history) from ``start_epoch`` to ``end_epoch``."""
 
@@ -83,8 +103,14 @@ class Optimizer(abc.ABC):
         self.epoch_limits = dict(epoch_limits or {})
 
     @abc.abstractmethod
-    def ask(self, pipelines: Mapping[str, PipelineState]) -> Suggestion | None:
-        """The next step, or None when there is nothing left to try."""
+    def ask(self, pipelines: Mapping[str, PipelineState], budget: BudgetStatus | None = None) -> Suggestion | None:
+        """The next step, or None when there is nothing left to try. ``budget``: where the search stands in
+        its time budget (None: unknown); optimizers that do not plan with it ignore it."""
+
+    @property
+    def uses_budget(self) -> bool:
+        """Whether ``ask`` plans with the budget: then a shorter search is not a prefix of a longer one."""
+        return False
 
     def limit(self, pipeline_id: str) -> int:
         """The epoch at which ``pipeline_id`` is finished."""

@@ -44,7 +44,7 @@ from ConfigSpace import ConfigurationSpace
 
 from qtt_cli.metadataset import CurveSet
 from qtt_cli.optimizer.acquisition import best_at_fidelity, cost_aware_score, expected_improvement
-from qtt_cli.optimizer.base import Optimizer, PipelineState, Suggestion, next_pipeline_id
+from qtt_cli.optimizer.base import BudgetStatus, Optimizer, PipelineState, Suggestion, next_pipeline_id
 from qtt_cli.optimizer.candidates import sampled_pool, started_configs
 from qtt_cli.space.config import PipelineConfig
 from qtt_cli.space.encoding import encode
@@ -83,11 +83,31 @@ class FitSchedule:
 
 @dataclass(frozen=True)
 class AcquisitionSettings:
-    """Exploration knobs of equation 3 (see :mod:`qtt_cli.optimizer.acquisition`)."""
+    """Exploration knobs of equation 3 (see :mod:`qtt_cli.optimizer.acquisition`).
+
+    ``cost_cooling`` (off by default): when the budget is known, the cost exponent is scaled by the fraction
+    of the budget left (CArBO's cost cooling, Lee et al. 2020): EI per second at the start, plain EI at the
+    end. It targets a known weakness of EI per second: it keeps favouring cheap steps for the whole run,
+    and on datasets where the good models are the expensive ones a long budget goes to cheap, weaker
+    pipelines. In the replay benchmark it did not help (README "Benchmarks"), so equation 3 stays the
+    default.
+
+    ``skip_unaffordable`` (off by default): when the budget is known, a step whose predicted cost exceeds
+    the budget left is not proposed while an affordable one exists (it would be cut off at the deadline).
+    It is only as good as the cost predictor, which under-predicts on datasets unlike its meta-data.
+    """
 
     xi: float = 0.0  # EI margin in accuracy points
     cost_exponent: float = 1.0  # 1: EI per second (equation 3); 0: plain EI
     cost_floor: float = 0.01  # costs are clipped below at this fraction of the median predicted cost
+    cost_cooling: bool = False
+    skip_unaffordable: bool = False
+
+    def exponent(self, budget: BudgetStatus | None) -> float:
+        """The cost exponent for a search at ``budget`` (None: budget unknown, no cooling)."""
+        if budget is None or not self.cost_cooling:
+            return self.cost_exponent
+        return self.cost_exponent * budget.fraction_left
 
 
 @dataclass(frozen=True)
@@ -186,9 +206,14 @@ class QuickTune(Optimizer):
             layout, max_epochs=curveset.max_epochs, delta_t=delta_t, priors=priors, epoch_limits=limits, **kwargs
         )
 
+    @property
+    def uses_budget(self) -> bool:
+        a = self.acquisition
+        return self.use_cost and (a.cost_cooling or a.skip_unaffordable)
+
     # ------------------------------------------------------------------ ask
 
-    def ask(self, pipelines: Mapping[str, PipelineState]) -> Suggestion | None:
+    def ask(self, pipelines: Mapping[str, PipelineState], budget: BudgetStatus | None = None) -> Suggestion | None:
         curveset, candidates = self.layout.build(pipelines, self)
         if len(candidates.rows) == 0:
             return None
@@ -199,18 +224,25 @@ class QuickTune(Optimizer):
             return self._suggest(candidates, 0, pipelines)
         model = self._fitted(curveset, pipelines)
         prediction = model.predict(curveset, candidates.rows, candidates.targets, candidates.epochs)
-        scores, z = self.scores(curveset, candidates, prediction)
+        scores, z = self.scores(curveset, candidates, prediction, budget)
+        if self.use_cost and self.acquisition.skip_unaffordable and budget is not None:
+            affordable = np.asarray(prediction.cost_s, dtype=np.float64) <= budget.left_s
+            if affordable.any():
+                scores, z = np.where(affordable, scores, -np.inf), np.where(affordable, z, -np.inf)
         best = int(np.argmax(scores)) if scores.max() > 0 else int(np.argmax(z))  # EI underflow: best z
         return self._suggest(candidates, best, pipelines)
 
-    def scores(self, curveset: CurveSet, candidates: _Candidates, prediction: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Equation 3 for every candidate, and the standardised improvement ``z`` (the tie-breaker)."""
+    def scores(
+        self, curveset: CurveSet, candidates: _Candidates, prediction: Any, budget: BudgetStatus | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Equation 3 for every candidate (cost exponent cooled with the budget), and the standardised
+        improvement ``z`` (the tie-breaker)."""
         incumbent = best_at_fidelity(curveset.curves, candidates.targets)
         mean = np.asarray(prediction.mean, dtype=np.float64)
         std = np.asarray(prediction.std, dtype=np.float64)
         a = self.acquisition
         ei = expected_improvement(mean, std, incumbent, xi=a.xi)
-        score = cost_aware_score(ei, prediction.cost_s, cost_exponent=a.cost_exponent, cost_floor=a.cost_floor)
+        score = cost_aware_score(ei, prediction.cost_s, cost_exponent=a.exponent(budget), cost_floor=a.cost_floor)
         z = (mean - incumbent - a.xi) / np.maximum(std, 1e-12)
         return score, z
 

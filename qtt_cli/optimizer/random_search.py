@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from qtt_cli.optimizer.base import Optimizer, PipelineState, Suggestion
+from qtt_cli.optimizer.base import BudgetStatus, Optimizer, PipelineState, Suggestion
 from qtt_cli.optimizer.candidates import ConfigSource, RecordedConfigs, draw_new
 
 
@@ -21,7 +21,7 @@ class RandomSearch(Optimizer):
         self.source = source
         self.seed = seed
 
-    def ask(self, pipelines: Mapping[str, PipelineState]) -> Suggestion | None:
+    def ask(self, pipelines: Mapping[str, PipelineState], budget: BudgetStatus | None = None) -> Suggestion | None:
         unfinished = [p for p in pipelines.values() if self.can_continue(p)]
         if unfinished:
             return self.continue_step(unfinished[0])

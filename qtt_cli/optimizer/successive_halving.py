@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from qtt_cli.optimizer.base import Optimizer, PipelineState, Suggestion
+from qtt_cli.optimizer.base import BudgetStatus, Optimizer, PipelineState, Suggestion
 from qtt_cli.optimizer.candidates import ConfigSource, RecordedConfigs, draw_new
 
 __all__ = ["SuccessiveHalving", "rungs"]
@@ -41,7 +41,7 @@ class SuccessiveHalving(Optimizer):
         self.seed = seed
         self.rungs = rungs(delta_t, max_epochs, eta)
 
-    def ask(self, pipelines: Mapping[str, PipelineState]) -> Suggestion | None:
+    def ask(self, pipelines: Mapping[str, PipelineState], budget: BudgetStatus | None = None) -> Suggestion | None:
         open_ = [p for p in pipelines.values() if self.can_continue(p)]
         # 1. finish promotions in flight (a pipeline between two rungs, or started but without an epoch yet)
         for p in open_:

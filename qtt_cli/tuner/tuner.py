@@ -19,7 +19,7 @@ import pandas as pd
 from qtt_cli import __version__
 from qtt_cli.data import ImageCache, build_cache, discover, meta_features
 from qtt_cli.hub import Hub, Weights, ensure_weights_available, load_hub, parse_weights
-from qtt_cli.optimizer import Optimizer, PipelineState, RandomSearch, Suggestion, pipeline_states
+from qtt_cli.optimizer import BudgetStatus, Optimizer, PipelineState, RandomSearch, Suggestion, pipeline_states
 from qtt_cli.space import build_space, load_space
 from qtt_cli.store import RunDir, RunDirError, make_rows
 from qtt_cli.store.rundir import RunLock, RunState
@@ -222,7 +222,7 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
                 reason = "max_steps"
                 break
             pipelines = pipeline_states(store.load())
-            suggestion = run.optimizer.ask(pipelines)
+            suggestion = run.optimizer.ask(pipelines, BudgetStatus(settings.budget_s, used()))
             if suggestion is None:
                 reason = "exhausted"
                 break
