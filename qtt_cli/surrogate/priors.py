@@ -20,8 +20,18 @@ from .surrogate import CONFIG_FILE, WEIGHTS_FILE, Surrogate
 
 __all__ = ["PRIORS_DIR", "describe_priors", "load_priors"]
 
-# The repository's metadata/quicktune (editable installs); QTT_PRIORS_DIR points elsewhere.
-PRIORS_DIR = Path(__file__).resolve().parents[2] / "metadata" / "quicktune"
+
+
+def _shipped_priors_dir(package_root: Path) -> Path:
+    """Where the priors of ``metadata/quicktune`` are: installed from a wheel they are the package data
+    ``qtt_cli/priors/quicktune`` (pyproject maps ``metadata/`` there); in a source checkout or an editable
+    install they are the repository's ``metadata/quicktune``."""
+    installed = package_root / "priors" / "quicktune"
+    return installed if installed.is_dir() else package_root.parent / "metadata" / "quicktune"
+
+
+# QTT_PRIORS_DIR points elsewhere.
+PRIORS_DIR = _shipped_priors_dir(Path(__file__).resolve().parents[1])
 
 
 def _priors_dir(directory: Path | None) -> Path:
