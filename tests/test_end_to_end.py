@@ -143,3 +143,22 @@ def test_rerun_of_a_finished_command_adds_nothing(finished_run, digits_split_dir
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["steps"] == 5
     pd.testing.assert_frame_equal(RunDir(out).store.load(), before)
+
+
+def test_asha_with_a_checkpoint_cap_keeps_one_checkpoint_and_continues_only_from_it(
+    tmp_path, digits_split_dir, fast_hub
+):
+    out = tmp_path / "asha"
+    args = [*tune_args(digits_split_dir, out, fast_hub, "--max-steps", "5", "--max-checkpoints", "1", "--json")]
+    args[args.index("--optimizer") + 1] = "asha"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    history = RunDir(out).store.load()
+    assert (history["status"] == "ok").all()  # nobody was continued from a checkpoint that was given up
+    assert history["pipeline_id"].nunique() >= 3
+    assert len(list((out / "checkpoints").glob("*/epoch-*.pt"))) <= 1
+    # every continued pipeline was the best at the moment it was continued (the one that kept its checkpoint)
+    for pid, rows in history.groupby("pipeline_id"):
+        if rows["epoch"].max() > 1:
+            before = history[history["step"] < rows.loc[rows["epoch"] == 2, "step"].iloc[0]]
+            assert before.loc[before["val_top1"].idxmax(), "pipeline_id"] == pid

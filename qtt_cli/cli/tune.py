@@ -31,7 +31,10 @@ def tune_command(
         str, typer.Option(help="pretrained (timm/HF cache), random, or a folder of checkpoint files.")
     ] = "pretrained",
     optimizer: Annotated[
-        str, typer.Option(help="quicktune (meta-learned freeze-thaw BO) or random (random search).")
+        str,
+        typer.Option(
+            help="quicktune (meta-learned freeze-thaw BO), asha (asynchronous successive halving, η=3) or random."
+        ),
     ] = "quicktune",
     delta_t: Annotated[int, typer.Option("--delta-t", help="Epochs per freeze-thaw step.")] = 1,
     max_epochs: Annotated[
@@ -47,6 +50,10 @@ def tune_command(
     device: Annotated[str | None, typer.Option(help="Torch device; default cuda when available, else cpu.")] = None,
     num_workers: Annotated[int, typer.Option(help="Data loader worker processes.")] = 0,
     keep_best: Annotated[int, typer.Option(help="Pipelines whose best weights are kept on disk.")] = 3,
+    max_checkpoints: Annotated[
+        int,
+        typer.Option(help="Pipelines in training that keep a checkpoint to continue from; the weakest beyond it stop."),
+    ] = 32,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --out and start over.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
@@ -72,6 +79,7 @@ def tune_command(
             device=device,
             num_workers=num_workers,
             keep_best=keep_best,
+            max_checkpoints=max_checkpoints,
         )
         reporter = make_reporter(quiet=quiet)
         with _sigterm_as_interrupt():

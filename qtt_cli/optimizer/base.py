@@ -15,7 +15,9 @@ import pandas as pd
 from qtt_cli.space.config import PipelineConfig
 from qtt_cli.store.results import HYPERPARAMETER_COLUMNS
 
-FINAL_STATUSES = ("failed", "diverged")
+# "stopped": the run gave up its checkpoint (``qtt tune --max-checkpoints``), so it cannot be continued.
+# Never written to the store: the tuner marks it from the checkpoint folder, which is the truth on resume.
+FINAL_STATUSES = ("failed", "diverged", "stopped")
 # Errors that say nothing about the pipeline itself (another process held the GPU memory, a driver hiccup):
 # such a failed step may be retried once before the pipeline is given up.
 TRANSIENT_ERRORS = ("out of memory", "alloc_failed", "resource temporarily unavailable")

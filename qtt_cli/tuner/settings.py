@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-OPTIMIZERS = ("quicktune", "random")
+OPTIMIZERS = ("quicktune", "random", "asha")
 
 # Settings that may change when a run is resumed; all others must match the saved run.
-RESUMABLE_CHANGES = ("budget_s", "max_steps", "device", "num_workers", "keep_best")
+RESUMABLE_CHANGES = ("budget_s", "max_steps", "device", "num_workers", "keep_best", "max_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,10 @@ class TuneSettings:
         max_input_size: cap on the input side (pixels), for CPU runs.
         space_file: YAML file restricting/extending the search space.
         keep_best: how many pipelines keep their best weights on disk (plus those still in training).
+        max_checkpoints: how many pipelines in training keep the checkpoint they would be continued from.
+            Beyond it, the ones with the lowest best accuracy give theirs up and are stopped (freeze-thaw
+            could only continue them from scratch). A checkpoint holds weights and optimizer state: about
+            3x the model size, gigabytes for the hub's largest models.
     """
 
     dataset: Path
@@ -48,6 +52,7 @@ class TuneSettings:
     device: str | None = None
     num_workers: int = 0
     keep_best: int = 3
+    max_checkpoints: int = 32
 
     def __post_init__(self) -> None:
         problems = []
@@ -67,6 +72,8 @@ class TuneSettings:
             problems.append(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.keep_best < 1:
             problems.append("--keep-best must be >= 1")
+        if self.max_checkpoints < 1:
+            problems.append("--max-checkpoints must be >= 1")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,15 @@ import pandas as pd
 from qtt_cli import __version__
 from qtt_cli.data import ImageCache, build_cache, discover, meta_features
 from qtt_cli.hub import Hub, Weights, ensure_weights_available, load_hub, parse_weights
-from qtt_cli.optimizer import BudgetStatus, Optimizer, PipelineState, RandomSearch, Suggestion, pipeline_states
+from qtt_cli.optimizer import (
+    BudgetStatus,
+    Optimizer,
+    PipelineState,
+    RandomSearch,
+    SuccessiveHalving,
+    Suggestion,
+    pipeline_states,
+)
 from qtt_cli.space import build_space, load_space
 from qtt_cli.store import RunDir, RunDirError, make_rows
 from qtt_cli.store.rundir import RunLock, RunState
@@ -157,6 +165,8 @@ def make_optimizer(
     the dataset's meta-features, and says through ``reporter`` whether meta-learned priors are used."""
     if settings.optimizer == "random":
         return RandomSearch(space, max_epochs=settings.max_epochs, delta_t=settings.delta_t, seed=settings.seed)
+    if settings.optimizer == "asha":
+        return SuccessiveHalving(space, max_epochs=settings.max_epochs, delta_t=settings.delta_t, seed=settings.seed)
     if settings.optimizer == "quicktune":
         if hub is None or meta_features is None:
             raise ValueError("the quicktune optimizer needs the hub and the dataset's meta-features")
@@ -221,7 +231,7 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
             if settings.max_steps is not None and state.steps >= settings.max_steps:
                 reason = "max_steps"
                 break
-            pipelines = pipeline_states(store.load())
+            pipelines = _mark_stopped(run, pipeline_states(store.load()))
             suggestion = run.optimizer.ask(pipelines, BudgetStatus(settings.budget_s, used()))
             if suggestion is None:
                 reason = "exhausted"
@@ -243,7 +253,7 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
             state.steps = recorded_steps(store.load())
             state.used_s = used()
             run_dir.write_state(state)
-            pipelines = pipeline_states(store.load())
+            pipelines = _mark_stopped(run, pipeline_states(store.load()))
             _retain_checkpoints(run, pipelines)
             reporter.step_finished(_step_event(step_number, suggestion, result, state, pipelines, settings.budget_s))
             _log_step(suggestion, result)
@@ -304,11 +314,13 @@ def _best(pipelines: Mapping[str, PipelineState]) -> PipelineState | None:
 
 
 def _retain_checkpoints(run: PreparedRun, pipelines: Mapping[str, PipelineState]) -> None:
-    """Keep the latest checkpoint of pipelines the optimizer may continue and the best weights of the
-    top ``keep_best`` pipelines; delete the rest so long runs do not fill the disk."""
-    continuable = run.optimizer.may_continue(pipelines)
+    """Keep the latest checkpoint of pipelines the optimizer may continue (at most ``max_checkpoints``, the
+    best ones) and the best weights of the top ``keep_best`` pipelines; delete the rest so that long runs
+    do not fill the disk."""
     ranked = sorted((p for p in pipelines.values() if p.best is not None), key=lambda p: -p.best)
     top = {p.pipeline_id for p in ranked[: run.settings.keep_best]}
+    may_continue = run.optimizer.may_continue(pipelines)
+    continuable = [p.pipeline_id for p in ranked if p.pipeline_id in may_continue][: run.settings.max_checkpoints]
     for pid, pipeline in pipelines.items():
         if pid in continuable:
             run.worker.prune_checkpoints(pid, keep_epoch=pipeline.epochs)
@@ -316,6 +328,16 @@ def _retain_checkpoints(run: PreparedRun, pipelines: Mapping[str, PipelineState]
             run.worker.prune_checkpoints(pid, keep_epoch=None)
         else:
             run.worker.remove_pipeline(pid, keep_best=False)
+
+
+def _mark_stopped(run: PreparedRun, pipelines: Mapping[str, PipelineState]) -> dict[str, PipelineState]:
+    """Pipelines whose checkpoint to continue from is gone (given up for ``--max-checkpoints``, or deleted by
+    hand) get the status "stopped", so that no optimizer proposes to continue them."""
+    marked = {}
+    for pid, p in pipelines.items():
+        gone = p.epochs > 0 and p.alive and not run.worker.checkpoint_path(pid, p.epochs).is_file()
+        marked[pid] = replace(p, status="stopped") if gone else p
+    return marked
 
 
 def _step_event(
