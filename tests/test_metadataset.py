@@ -148,9 +148,11 @@ def test_load_run_reads_curves_prefixes_and_hub_names(tmp_path):
     pd.testing.assert_frame_equal(
         cs.features,
         encode(
-            configs, [TINY.table_names.get(m, m) for m in TINY.names], model_names_map=TINY.table_names
+            configs, [TINY.table_names.get(m, m) for m in TINY.names], model_names_map=TINY.table_names,
+            methods=True,
         ),  # fmt: skip
     )
+    assert list(cs.features.columns[-2:]) == ["method:spg", "method:hvp"]  # SPG/HVP: for the predictors
 
 
 def test_load_run_refuses_a_folder_that_is_not_a_run(tmp_path):

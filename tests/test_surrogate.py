@@ -228,3 +228,48 @@ def test_meta_train_command(tmp_path, synthetic):
     bad = CliRunner().invoke(app, ["meta-train", "--meta-dataset", str(tmp_path), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "not a Quick-Tune meta-dataset" in bad.output
     assert not (tmp_path / "x").exists()
+
+
+def test_priors_learn_from_the_run_what_spg_and_hvp_do():
+    """The shipped priors never saw SPG or HVP: extended with the method columns they predict a pipeline
+    with a method exactly like the same pipeline without it, and a refit on a run where SPG pipelines did
+    badly makes them predict SPG pipelines lower."""
+    import dataclasses
+
+    from qtt_cli.space.encoding import METHOD_COLUMNS
+
+    columns = [*hub_model_columns(TINY), *METHOD_COLUMNS]
+    priors = load_priors(columns)
+    assert priors is not None and priors.layout.method_columns == list(METHOD_COLUMNS)
+    plain_priors = load_priors(hub_model_columns(TINY))
+    assert plain_priors.layout.method_columns == []  # the shipped file has no method embedding
+
+    base = sample_configs(build_space(TINY.names), 40, seed=3)
+    spg = dict(spg=True, spg_modules=2, spg_drop=0.2, spg_cold_start=0)
+    configs = [dataclasses.replace(c, **spg) if i % 2 else c for i, c in enumerate(base)]
+    curves = [np.full(3, 15.0 if c.spg else 75.0) + np.arange(3) for c in configs]
+
+    def curveset(cfgs, crv):
+        return build_curveset(
+            "run", cfgs, crv, [np.ones(len(c)) for c in crv], [1000, 10, 32, 3], 8,
+            model_names_map=TINY.table_names, model_column_names=TINY_MODELS,
+        )  # fmt: skip
+
+    fresh = sample_configs(build_space(TINY.names), 6, seed=99)
+    pairs = curveset([*fresh, *(dataclasses.replace(c, **spg) for c in fresh)], [np.zeros(0)] * 12)
+    rows, ones, zeros = np.arange(12), np.ones(12, int), np.zeros(12, int)
+    before = priors.predict(pairs, rows, ones, zeros).mean
+    np.testing.assert_allclose(before[:6], before[6:], rtol=1e-6)  # zero embedding: SPG changes nothing yet
+    np.testing.assert_allclose(before, plain_priors.predict(pairs, rows, ones, zeros).mean, rtol=1e-5)
+
+    run = curveset(configs, curves)
+    priors.fit([run], steps=100, lr=1e-4, seed=0)  # what QuickTune refits priors with
+    # predict the fresh pairs in the context of the run (as QuickTune does): its observations + the pairs
+    both = build_curveset(
+        "run", [*configs, *fresh, *(dataclasses.replace(c, **spg) for c in fresh)], [*curves, *[np.zeros(0)] * 12],
+        [*(np.ones(len(c)) for c in curves), *[np.zeros(0)] * 12], [1000, 10, 32, 3], 8,
+        model_names_map=TINY.table_names, model_column_names=TINY_MODELS,
+    )  # fmt: skip
+    after = priors.predict(both, np.arange(40, 52), ones, zeros).mean
+    assert (after[:6] - after[6:]).mean() > 15  # SPG twins now predicted far below (the run: 60 points)
+    assert torch.count_nonzero(priors.nets.gp.feature_extractor.method_embedding) > 0

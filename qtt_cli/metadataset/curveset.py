@@ -140,7 +140,8 @@ def build_curveset(
     model_names_map: Mapping[str, str] | None = None,
     model_column_names: Sequence[str] | None = None,
 ) -> CurveSet:
-    """A CurveSet from ``PipelineConfig`` objects, encoded exactly as the meta-dataset table.
+    """A CurveSet from ``PipelineConfig`` objects, encoded exactly as the meta-dataset table, plus the
+    training-method columns (``METHOD_COLUMNS``: SPG, HVP), which the table lacks.
 
     Args:
         configs: the configurations (e.g. the run's pipelines followed by fresh candidates).
@@ -150,7 +151,7 @@ def build_curveset(
         model_column_names: meta-dataset names of every model of the hub, so that every curve set of a
             run has the same ``cat:model:*`` columns even for models no configuration uses yet.
     """
-    features = encode(configs, model_column_names, model_names_map=model_names_map)
+    features = encode(configs, model_column_names, model_names_map=model_names_map, methods=True)
     ids = tuple(config_ids) if config_ids is not None else tuple(f"c{i}" for i in range(len(configs)))
     return CurveSet(
         name,

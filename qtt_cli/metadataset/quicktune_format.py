@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qtt_cli.space.encoding import TABLE_COLUMNS, encode
+from qtt_cli.space.encoding import METHOD_COLUMNS, TABLE_COLUMNS, encode
 
 from .curveset import MODEL_PREFIX, CurveSet
 
@@ -90,10 +90,12 @@ def write_meta_dataset(curvesets: Sequence[CurveSet], root: Path) -> None:
     extra: list[str] = []
     for cs in curvesets:
         extra += [c for c in cs.features.columns if c not in TABLE_COLUMNS and c not in extra]
-    bad = [c for c in extra if not c.startswith(MODEL_PREFIX)]
+    bad = [c for c in extra if not _allowed_extra(c)]
     if bad:
-        raise MetaDatasetError(f"columns {bad} are not table columns (only extra cat:model:* columns may be added)")
-    columns = list(TABLE_COLUMNS) + extra
+        raise MetaDatasetError(
+            f"columns {bad} are not table columns (only extra cat:model:* and {', '.join(METHOD_COLUMNS)} may be added)"
+        )
+    columns = list(TABLE_COLUMNS) + _ordered_extra(extra)
     rows: dict[str, pd.Series] = {}
     for cs in curvesets:
         frame = cs.features.reindex(columns=columns, fill_value=0)
@@ -156,22 +158,34 @@ def _read_table(path: Path) -> pd.DataFrame:
             f"{str(path)!r} lacks {len(missing)} column(s) of the Quick-Tune encoding, e.g. {missing[:3]}"
         )
     extra = [c for c in table.columns if c not in TABLE_COLUMNS]
-    bad = [c for c in extra if not str(c).startswith(MODEL_PREFIX)]
+    bad = [c for c in extra if not _allowed_extra(str(c))]
     if bad:
         raise MetaDatasetError(f"{str(path)!r} has unknown column(s) {bad[:5]}")
     if not table.index.is_unique:
         raise MetaDatasetError(f"{str(path)!r}: config ids (first column) are not unique")
-    columns = list(TABLE_COLUMNS) + extra
+    columns = list(TABLE_COLUMNS) + _ordered_extra(extra)
     try:
         return table[columns].astype(_dtypes(columns))
     except (ValueError, TypeError) as exc:
         raise MetaDatasetError(f"{str(path)!r} has a non-numeric value: {exc}") from exc
 
 
+def _allowed_extra(column: str) -> bool:
+    """Columns a table may have beyond ``TABLE_COLUMNS``: models the table lacks, and the training methods
+    (written by ``qtt meta-train --run``)."""
+    return column.startswith(MODEL_PREFIX) or column in METHOD_COLUMNS
+
+
+def _ordered_extra(extra: Sequence[str]) -> list[str]:
+    """Extra model columns first, then the method columns, as ``encode`` orders them."""
+    return [c for c in extra if c not in METHOD_COLUMNS] + [c for c in METHOD_COLUMNS if c in extra]
+
+
 def _dtypes(columns: Sequence[str]) -> dict[str, Any]:
-    """The encoding's dtypes (int64 for one-hots and integer hyperparameters, float64 otherwise)."""
-    extra = [c[len(MODEL_PREFIX) :] for c in columns if c not in TABLE_COLUMNS]
-    return dict(encode([], extra).dtypes)
+    """The encoding's dtypes (int64 for one-hots, methods and integer hyperparameters, float64 otherwise)."""
+    extra = [c[len(MODEL_PREFIX) :] for c in columns if c.startswith(MODEL_PREFIX) and c not in TABLE_COLUMNS]
+    dtypes = dict(encode([], extra, methods=True).dtypes)
+    return {c: dtypes[c] for c in columns}
 
 
 def _read_json(path: Path) -> dict:

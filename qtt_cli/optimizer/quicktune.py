@@ -306,7 +306,7 @@ class _SpaceLayout:
         self._encoded: dict[PipelineConfig, pd.DataFrame] = {}
 
     def _encode(self, configs: Sequence[PipelineConfig]) -> pd.DataFrame:
-        return encode(configs, self.model_columns, model_names_map=self.names_map)
+        return encode(configs, self.model_columns, model_names_map=self.names_map, methods=True)
 
     def build(self, pipelines: Mapping[str, PipelineState], opt: Optimizer) -> tuple[CurveSet, _Candidates]:
         started = list(pipelines.values())

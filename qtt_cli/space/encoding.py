@@ -12,9 +12,11 @@ Models are one-hot by their *meta-dataset* name (timm 0.7 names such as ``tf_eff
 know get extra ``cat:model:<name>`` columns after ``TABLE_COLUMNS``. This module needs no torch.
 
 Fields of ``PipelineConfig`` that the table has no column for (``NOT_IN_TABLE``: the training methods SPG and
-HVP) are left out by ``encode`` and come back at their defaults from ``decode`` (see ``table_view``): the
-table round trip stays exact, and the meta-learned predictors cannot tell such a pipeline from the same one
-without the method.
+HVP) are left out of the table columns and come back at their defaults from ``decode`` (see ``table_view``),
+so the table round trip stays exact. ``encode(..., methods=True)`` adds one 0/1 column per method
+(``METHOD_COLUMNS``) after the table's columns: the predictors see them through an embedding that starts at
+zero (the meta-dataset never used them, so the priors predict as if the method were off) and is learnt from
+the run's own observations.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ import pandas as pd
 
 from .config import PipelineConfig
 
-__all__ = ["CATEGORICAL", "INACTIVE_FILL", "NOT_IN_TABLE", "TABLE_COLUMNS", "decode", "encode", "table_view"]
+__all__ = [
+    "CATEGORICAL", "INACTIVE_FILL", "METHOD_COLUMNS", "NOT_IN_TABLE", "TABLE_COLUMNS", "decode", "encode",
+    "method_columns", "table_view",
+]  # fmt: skip
 
 # The header of table.csv without its leading id column, in order.
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -53,6 +58,20 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "ra_magnitude", "ra_num_ops", "smoothing", "sp_reg", "stoch_norm", "warmup_epochs", "warmup_lr",
     "weight_decay",
 )  # fmt: skip
+
+# Training methods the meta-dataset has no column for, as 0/1 columns: whether SPG / HVP is on.
+METHOD_COLUMNS: tuple[str, ...] = ("method:spg", "method:hvp")
+
+
+def method_columns(columns: Sequence[str]) -> list[str]:
+    """The ``METHOD_COLUMNS`` among ``columns``, in ``METHOD_COLUMNS`` order."""
+    present = set(columns)
+    return [c for c in METHOD_COLUMNS if c in present]
+
+
+def _method_values(config: PipelineConfig) -> dict[str, int]:
+    return {"method:spg": int(bool(config.spg)), "method:hvp": int(config.hvp_views > 1)}
+
 
 # Categorical hyperparameters (one-hot in the table); "None" is the column of an inactive value.
 CATEGORICAL: tuple[str, ...] = ("auto_augment", "data_augmentation", "model", "opt", "opt_betas", "sched")
@@ -106,6 +125,7 @@ def encode(
     model_column_names: Sequence[str] | None = None,
     *,
     model_names_map: Mapping[str, str] | None = None,
+    methods: bool = False,
 ) -> pd.DataFrame:
     """Configurations as a DataFrame with the table's columns, in the table's order and dtypes.
 
@@ -116,6 +136,7 @@ def encode(
             encoding of one run has the same columns. Names the table has are not repeated.
         model_names_map: ``config.model`` -> meta-dataset name, e.g. ``Hub.table_names``; names it lacks are
             used as they are.
+        methods: also the ``METHOD_COLUMNS`` (last), for the predictors; not part of the table.
     """
     mapping = dict(model_names_map or {})
     table_models = [c[len(_MODEL_PREFIX) :] for c in TABLE_COLUMNS if c.startswith(_MODEL_PREFIX)]
@@ -123,7 +144,7 @@ def encode(
     for name in list(model_column_names or []) + [mapping.get(c.model, c.model) for c in configs]:
         if name not in table_models and name not in extra:
             extra.append(name)
-    columns = list(TABLE_COLUMNS) + [_MODEL_PREFIX + name for name in extra]
+    columns = list(TABLE_COLUMNS) + [_MODEL_PREFIX + name for name in extra] + list(METHOD_COLUMNS if methods else ())
 
     rows = []
     for config in configs:
@@ -137,6 +158,8 @@ def encode(
             if column not in row:
                 raise ValueError(f"{name} = {value!r} has no column in the meta-dataset encoding")
             row[column] = 1
+        if methods:
+            row.update(_method_values(config))
         rows.append(row)
     frame = pd.DataFrame(rows, columns=columns)
     dtypes = {c: ("float64" if c in _NUMERIC and c not in _INT_COLUMNS else "int64") for c in columns}

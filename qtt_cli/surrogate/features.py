@@ -2,7 +2,7 @@
 
 One input row describes "configuration x of dataset d at epoch t, having seen its curve up to epoch k":
 
-    [ scaled numeric hyperparameters | categorical one-hots | model one-hot | t / max_epochs |
+    [ scaled numeric hyperparameters | categorical one-hots | model one-hot | training methods (0/1) | t / max_epochs |
       scaled meta-features | curve prefix (/100, zero-padded to ``curve_length``) | k / max_epochs |
       values in the prefix ]
 
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from qtt_cli.metadataset import MODEL_PREFIX, CurveSet, model_columns
-from qtt_cli.space.encoding import TABLE_COLUMNS
+from qtt_cli.space.encoding import TABLE_COLUMNS, method_columns
 
 __all__ = ["FeatureLayout", "Observations", "Scaler", "observations"]
 
@@ -109,19 +109,21 @@ class FeatureLayout:
     curve_length: int = 50
     numeric_columns: list[str] = field(default_factory=lambda: list(NUMERIC_COLUMNS))
     categorical_columns: list[str] = field(default_factory=lambda: list(CATEGORICAL_COLUMNS))
+    method_columns: list[str] = field(default_factory=list)  # METHOD_COLUMNS the surrogate embeds
 
     @classmethod
     def for_columns(cls, columns: Sequence[str], curve_length: int = 50) -> FeatureLayout:
         models = model_columns(columns)
         if not models:
             raise ValueError("the columns name no cat:model:* column: the surrogate needs the model one-hot")
-        return cls(models, curve_length)
+        return cls(models, curve_length, method_columns=method_columns(columns))
 
     @property
     def sizes(self) -> dict[str, int]:
         return {
             "hp": len(self.numeric_columns) + len(self.categorical_columns),
             "model": len(self.model_columns),
+            "method": len(self.method_columns),
             "fidelity": 1,
             "meta": 4,
             "prefix": self.curve_length,
@@ -141,7 +143,7 @@ class FeatureLayout:
         return sum(self.sizes.values())
 
     def config_matrix(self, features: pd.DataFrame, scaler: Scaler) -> np.ndarray:
-        """Per configuration: [scaled numerics | categorical one-hots | model one-hot] (float32)."""
+        """Per configuration: [scaled numerics | categorical one-hots | model one-hot | methods] (float32)."""
         unknown = [c for c in model_columns(features.columns) if c not in self.model_columns]
         if unknown and (features[unknown].to_numpy() != 0).any():
             used = [c for c in unknown if (features[c] != 0).any()]
@@ -152,7 +154,8 @@ class FeatureLayout:
         numeric = (_hp_values(features) - np.asarray(scaler.hp_center)) * np.asarray(scaler.hp_scale)
         cats = features.reindex(columns=self.categorical_columns, fill_value=0).to_numpy(dtype=np.float64)
         models = features.reindex(columns=self.model_columns, fill_value=0).to_numpy(dtype=np.float64)
-        return np.concatenate([numeric, cats, models], axis=1).astype(np.float32)
+        methods = features.reindex(columns=self.method_columns, fill_value=0).to_numpy(dtype=np.float64)
+        return np.concatenate([numeric, cats, models, methods], axis=1).astype(np.float32)
 
     def meta_vector(self, meta: np.ndarray, scaler: Scaler) -> np.ndarray:
         return ((_meta_values(meta) - np.asarray(scaler.meta_center)) * np.asarray(scaler.meta_scale)).astype(
@@ -178,7 +181,7 @@ class FeatureLayout:
             config_matrix = self.config_matrix(curveset.features, scaler)
         out = np.zeros((n, self.width), dtype=np.float32)
         s = self.slices
-        out[:, s["hp"].start : s["model"].stop] = config_matrix[config_rows]
+        out[:, s["hp"].start : s["method"].stop] = config_matrix[config_rows]
         out[:, s["fidelity"]] = (epochs / curveset.max_epochs)[:, None]
         out[:, s["meta"]] = self.meta_vector(curveset.meta_features, scaler)
         padded = _padded_curves(curveset, L)  # [configs, L] of the most recent L epochs' values / 100

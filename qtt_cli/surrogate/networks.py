@@ -48,6 +48,11 @@ class FeatureExtractor(nn.Module):
     Besides the CNN embedding of the prefix, the last and best observed values are given explicitly: a
     max-pooled CNN sees the best value easily but the last one only with effort, and the last value is
     the strongest single predictor of the next one.
+
+    Training methods the meta-dataset never used (SPG, HVP: ``layout.method_columns``) shift the model
+    embedding by a learned vector per method that starts at zero, so meta-learned weights predict exactly
+    as before until the run's observations teach what a method does. It is a plain parameter, not a
+    ``Linear``: creating it draws no random numbers, so the other weights' initialisation does not change.
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class FeatureExtractor(nn.Module):
         self.slices = layout.slices
         self.curve_length = layout.curve_length
         self.model_embedding = nn.Linear(layout.sizes["model"], model_dim, bias=False)
+        self.method_embedding = nn.Parameter(torch.zeros(layout.sizes["method"], model_dim))
         self.curve_encoder = CurveEncoder(curve_dim) if curve_dim else None
         sizes = layout.sizes
         width = sizes["hp"] + model_dim + 1 + sizes["meta"] + curve_dim + 3
@@ -85,7 +91,7 @@ class FeatureExtractor(nn.Module):
         best = prefix.amax(dim=1, keepdim=True)
         parts = [
             x[:, s["hp"]],
-            self.model_embedding(x[:, s["model"]]),
+            self.model_embedding(x[:, s["model"]]) + x[:, s["method"]] @ self.method_embedding,
             x[:, s["fidelity"]],
             x[:, s["meta"]],
             *([self._encode_curve(prefix, mask, count)] if self.curve_encoder is not None else []),

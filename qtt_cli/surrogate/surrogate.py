@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from qtt_cli.metadataset import CurveSet, model_columns
+from qtt_cli.space.encoding import method_columns
 
 from ._gpytorch import gpytorch
 from .features import FeatureLayout, Observations, Scaler, observations
@@ -138,7 +139,7 @@ class Surrogate:
             scaler = Scaler(**payload["scaler"])
             hyper = {**DEFAULT_HYPER, **payload["hyper"]}
             nets = Predictors(layout, hyper)
-            nets.load_state_dict(load_file(str(weights)))
+            nets.load_state_dict(_with_method_defaults(load_file(str(weights)), nets))
         except (KeyError, TypeError, json.JSONDecodeError, RuntimeError) as exc:
             raise SurrogateFileError(f"cannot read the surrogate in {str(directory)!r}: {exc}") from exc
         return cls(layout, scaler, hyper, nets, dict(payload.get("info") or {}))
@@ -160,23 +161,29 @@ class Surrogate:
         return [c for c in model_columns(columns) if c not in self.layout.model_columns]
 
     def with_columns(self, columns: Sequence[str]) -> Surrogate:
-        """A copy that also embeds the models of ``columns`` it does not know, with a zero embedding (no
-        model-specific knowledge) that ``fit`` can then learn. Returns ``self`` when nothing is new."""
+        """A copy that also embeds the models and training methods (``METHOD_COLUMNS``) of ``columns`` it
+        does not know, with zero embeddings (no specific knowledge: predictions do not change) that ``fit``
+        can then learn. Returns ``self`` when nothing is new."""
         new = self.unknown_models(columns)
-        if not new:
+        new_methods = [c for c in method_columns(columns) if c not in self.layout.method_columns]
+        if not new and not new_methods:
             return self
         self._forget_data()
         layout = FeatureLayout(
             self.layout.model_columns + new, self.layout.curve_length, list(self.layout.numeric_columns),
-            list(self.layout.categorical_columns),
+            list(self.layout.categorical_columns), self.layout.method_columns + new_methods,
         )  # fmt: skip
         nets = Predictors(layout, self.hyper)
-        state = self.nets.state_dict()
+        state = _with_method_defaults(self.nets.state_dict(), nets)
         for key, value in state.items():
             if key.endswith("model_embedding.weight"):
                 state[key] = torch.cat([value, value.new_zeros(value.shape[0], len(new))], dim=1)
+            elif key.endswith("method_embedding"):
+                state[key] = torch.cat([value, value.new_zeros(len(new_methods), value.shape[1])], dim=0)
         nets.load_state_dict(state)
-        info = {**copy.deepcopy(self.info), "untrained_models": [c[len("cat:model:") :] for c in new]}
+        info = copy.deepcopy(self.info)
+        if new:
+            info["untrained_models"] = [c[len("cat:model:") :] for c in new]
         return Surrogate(layout, copy.deepcopy(self.scaler), dict(self.hyper), nets, info)
 
     # --- training ---------------------------------------------------------------------------------
@@ -366,13 +373,26 @@ def _random_cuts(cs: CurveSet, rng: np.random.Generator, n: int) -> tuple[np.nda
 
 
 class _Trainer:
-    """One Adam optimiser over both predictors; a step = −mll of the GP on a batch + MSE of the cost net."""
+    """One Adam optimiser over both predictors; a step = −mll of the GP on a batch + MSE of the cost net.
+
+    The training-method embeddings learn at ``METHOD_LR`` at least: they start at zero in meta-learned
+    priors, which are refitted at 1e-4 so as not to forget the meta-data, a rate at which 100 Adam steps
+    move a weight by at most 0.01 — the run could never teach what SPG or HVP does. They hold nothing
+    to forget.
+    """
+
+    METHOD_LR = 1e-2
 
     def __init__(self, surrogate: Surrogate, lr: float) -> None:
         self.surrogate = surrogate
         self.nets = surrogate.nets
         self.mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.nets.likelihood, self.nets.gp)
-        self.optimizer = torch.optim.Adam(self.nets.parameters(), lr=lr)
+        named = list(self.nets.named_parameters())
+        methods = [p for name, p in named if name.endswith("method_embedding")]
+        others = [p for name, p in named if not name.endswith("method_embedding")]
+        self.optimizer = torch.optim.Adam(
+            [{"params": others}, {"params": methods, "lr": max(lr, self.METHOD_LR)}], lr=lr
+        )
 
     def step(self, obs: Observations, idx: np.ndarray) -> float:
         """One Adam step on a batch (call inside ``_gp_settings()``)."""
@@ -425,3 +445,12 @@ def _space_scaler_values() -> tuple:
 def space_scaler() -> Scaler:
     """Statistics of 500 configurations sampled from the default Quick-Tune space (computed once)."""
     return Scaler(**dict(copy.deepcopy(_space_scaler_values())))
+
+
+def _with_method_defaults(state: dict[str, torch.Tensor], nets: Predictors) -> dict[str, torch.Tensor]:
+    """``state`` plus the (empty or zero) method embeddings of ``nets`` that it lacks: surrogates saved
+    before training methods had embeddings load unchanged."""
+    fresh = nets.state_dict()
+    missing = {k: fresh[k] for k in fresh if k.endswith("method_embedding") and k not in state}
+    extra = {k: v.new_zeros(0, v.shape[1]) for k, v in fresh.items() if k in missing and v.shape[0]}
+    return {**state, **{k: extra.get(k, v) for k, v in missing.items()}}

@@ -177,10 +177,11 @@ def make_optimizer(
 def _quicktune(settings: TuneSettings, space, hub: Hub, meta_features: list[float], reporter: Reporter) -> Optimizer:
     from qtt_cli.metadataset.curveset import hub_model_columns
     from qtt_cli.optimizer.quicktune import QuickTune
+    from qtt_cli.space.encoding import METHOD_COLUMNS
     from qtt_cli.surrogate.priors import describe_priors, load_priors
 
     columns = hub_model_columns(hub)
-    priors = load_priors(columns)
+    priors = load_priors([*columns, *METHOD_COLUMNS])  # learns SPG and HVP from the run (zero embedding first)
     reporter.message(f"quicktune: {describe_priors(columns)}")
     return QuickTune.for_space(
         space,
