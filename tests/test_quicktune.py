@@ -231,3 +231,44 @@ def test_unaffordable_steps_are_skipped_while_an_affordable_one_exists():
     assert opt.ask(history, BudgetStatus(1000.0, 0.0)).pipeline_id == "d"  # EI 20 for 10 s beats 1.1 for 1 s
     assert opt.ask(history, BudgetStatus(1000.0, 995.0)).pipeline_id == "e"  # 5 s left: d cannot finish
     assert quicktune(surrogate).ask(history, BudgetStatus(1000.0, 995.0)).pipeline_id == "d"  # knob off
+
+
+def test_a_resumed_quicktune_decides_as_the_uninterrupted_one(tmp_path):
+    """Past the full refits, the surrogate carries refinements and stall counters between asks: restored
+    from ``save_state``, a new optimizer continues exactly where the interrupted one stopped."""
+    from qtt_cli.bench.replay import Replay
+    from qtt_cli.optimizer import BudgetStatus
+    from qtt_cli.surrogate import Surrogate
+
+    rng = np.random.default_rng(2)  # curves on which a resume from the priors decides differently (4 of 14)
+    configs = [PipelineConfig(model="dla46x_c", lr=lr) for lr in np.geomspace(1e-5, 1e-2, 12)]
+    curves = [np.clip(np.cumsum(rng.uniform(0, 10, 6)) + rng.normal(0, 2, 6), 0, 100) for _ in configs]
+    cs = build_curveset("toy", configs, curves, [np.full(6, 1.0 + i % 3) for i in range(12)], META, 6)
+    schedule = FitSchedule(full_refits=2, full_steps=5, refine_steps=3, refit_fraction=0.0, stall_patience=3)
+
+    def optimizer():
+        return QuickTune.for_recorded(cs, delta_t=1, priors=Surrogate.new(cs.features.columns, seed=0),
+                                      schedule=schedule, seed=0)  # fmt: skip
+
+    def steps(opt, run, n, save_to=None):
+        out = []
+        for _ in range(n):
+            s = opt.ask(run.pipelines(), BudgetStatus(run.budget_s, run.used_s))
+            if save_to is not None:
+                opt.save_state(save_to)
+            run.step(s)
+            out.append((s.pipeline_id, s.end_epoch))
+        return out
+
+    uninterrupted = steps(optimizer(), Replay(cs, 1e6), 14)
+
+    run, first = Replay(cs, 1e6), optimizer()
+    head = steps(first, run, 7, save_to=tmp_path)
+    resumed = optimizer()
+    assert resumed.load_state(tmp_path)
+    assert (resumed._full_fits, resumed._fitted_n, resumed._since_best) == (
+        first._full_fits, first._fitted_n, first._since_best
+    )
+    assert head + steps(resumed, run, 7) == uninterrupted
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [f"surrogate-{first._fitted_n:06d}"]
+    assert not optimizer().load_state(tmp_path / "nothing")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -108,6 +109,15 @@ class Optimizer(abc.ABC):
     def ask(self, pipelines: Mapping[str, PipelineState], budget: BudgetStatus | None = None) -> Suggestion | None:
         """The next step, or None when there is nothing left to try. ``budget``: where the search stands in
         its time budget (None: unknown); optimizers that do not plan with it ignore it."""
+
+    def save_state(self, directory: Path) -> None:
+        """Persist what ``ask`` keeps beyond the history (Quick-Tune: its fitted surrogate and refit
+        schedule), so that a resumed run decides as the uninterrupted one would. Default: nothing to keep."""
+        return None
+
+    def load_state(self, directory: Path) -> bool:
+        """Restore what ``save_state`` wrote; False when there was nothing (usable) to restore."""
+        return False
 
     @property
     def uses_budget(self) -> bool:

@@ -13,8 +13,9 @@ a pool sampled once per run from the search space (``qtt tune``), or the dataset
 (replay).
 
 The optimizer keeps no private history: ``ask`` rebuilds everything from the pipelines it is given, so
-resuming a run is reloading the store. The surrogate it carries between asks (and the refit schedule) is
-only a cache: a resumed run starts again from the priors, with full refits.
+resuming a run is reloading the store. What it does carry between asks, the fitted surrogate and the refit
+schedule's counters, is saved by ``save_state`` (safetensors + JSON, in ``RUNDIR/optimizer``) after every
+ask and restored by ``load_state``, so a resumed run makes the decisions the uninterrupted one would have.
 
 Refit schedule (:class:`FitSchedule`), after the paper's reference code (DyHPO's schedule):
 
@@ -33,9 +34,13 @@ batches), so a fit's cost stops growing with the run.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -249,6 +254,45 @@ class QuickTune(Optimizer):
     def _suggest(self, candidates: _Candidates, i: int, pipelines: Mapping[str, PipelineState]) -> Suggestion:
         pid = candidates.pipeline_ids[i] or next_pipeline_id(pipelines)
         return Suggestion(pid, candidates.configs[i], int(candidates.epochs[i]), int(candidates.targets[i]))
+
+    # ------------------------------------------------------------------ persistence
+
+    def save_state(self, directory: Path) -> None:
+        """The fitted surrogate in ``directory/surrogate-<observations>/`` and the schedule's counters in
+        ``directory/state.json``, which is replaced atomically and written last: a crash mid-save leaves
+        the previous state in force."""
+        if self._model is None or not hasattr(self._model, "save"):
+            return
+        directory = Path(directory)
+        name = f"surrogate-{self._fitted_n:06d}"
+        if not (directory / name / "surrogate.json").is_file():
+            self._model.save(directory / f"{name}.tmp")
+            if (directory / name).exists():
+                shutil.rmtree(directory / name)
+            os.replace(directory / f"{name}.tmp", directory / name)
+        state = {"surrogate": name, "full_fits": self._full_fits, "fitted_n": self._fitted_n,
+                 "best": self._best if math.isfinite(self._best) else None, "since_best": self._since_best}  # fmt: skip
+        tmp = directory / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, directory / "state.json")
+        for old in directory.glob("surrogate-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_state(self, directory: Path) -> bool:
+        """Restore ``save_state``'s surrogate and counters; False (and a fresh start from the priors) when
+        ``directory`` holds no readable state."""
+        directory = Path(directory)
+        try:
+            state = json.loads((directory / "state.json").read_text())
+            model = type(self._start).load(directory / str(state["surrogate"]))
+            counters = (int(state["full_fits"]), int(state["fitted_n"]), int(state["since_best"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        self._model = model
+        self._full_fits, self._fitted_n, self._since_best = counters
+        self._best = -math.inf if state.get("best") is None else float(state["best"])
+        return True
 
     # ------------------------------------------------------------------ the refit schedule
 

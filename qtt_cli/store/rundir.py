@@ -73,6 +73,11 @@ class RunDir:
         return self.root / "cache"
 
     @property
+    def optimizer(self) -> Path:
+        """What the optimizer keeps beyond the results (Quick-Tune: its fitted surrogate)."""
+        return self.root / "optimizer"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

@@ -140,6 +140,8 @@ def _prepare_locked(settings, run_dir, hub, space, weights, splits, overwrite, r
     run_dir.write_run(info)
 
     optimizer = make_optimizer(settings, space, hub=hub, meta_features=features.as_list(), reporter=reporter)
+    if run_dir.optimizer.is_dir() and optimizer.load_state(run_dir.optimizer):
+        reporter.message(f"{settings.optimizer}: resumed its fitted predictors from {run_dir.optimizer}")
     worker = FinetuneWorker(
         cache,
         weights,
@@ -237,6 +239,8 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
             if suggestion is None:
                 reason = "exhausted"
                 break
+            run.run_dir.optimizer.mkdir(exist_ok=True)
+            run.optimizer.save_state(run.run_dir.optimizer)
             deadline = time.monotonic() + (settings.budget_s - used())
             step_number = state.steps + 1  # 1-based, as shown to the user
             reporter.step_started(
