@@ -194,6 +194,12 @@ def test_qtt_tune_with_quicktune_runs_end_to_end(tmp_path, digits_split_dir, mod
     assert len(ok) == 3 and ok["val_top1"].between(0, 100).all()
     for _, rows in ok.groupby("pipeline_id"):  # freeze-thaw: every pipeline's epochs are 1, 2, ... in order
         assert list(rows.sort_values("step")["epoch"]) == list(range(1, len(rows) + 1))
+    # the fitted predictors are kept for a resume, as safetensors + JSON (no pickles)
+    saved = sorted(p.name for p in (out / "optimizer").rglob("*") if p.is_file())
+    assert saved == ["state.json", "surrogate.json", "surrogate.safetensors"]
+    resumed = CliRunner().invoke(app, ["resume", str(out), "--max-steps", "4", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed its fitted predictors" in resumed.stderr and json.loads(resumed.stdout)["steps"] == 4
 
 
 def test_a_pipeline_trained_past_all_others_competes_with_the_overall_best_not_its_own_last_epoch():
