@@ -138,16 +138,16 @@ def test_qtt_bench_writes_results_table_and_plot_and_never_meta_trains_on_the_te
     out = tmp_path / "bench"
     result = CliRunner().invoke(app, [
         "bench", "--meta-dataset", str(tiny_meta_dataset), "--out", str(out), "--budgets", "5m,15m",
-        "--seeds", "1", "--datasets", "d0,d1", "--folds", "2", "--meta-iterations", "3",
-        "--optimizers", "random,asha,dyhpo,quicktune", "--quiet",
+        "--seeds", "1", "--first-seed", "4", "--datasets", "d0,d1", "--folds", "2", "--meta-iterations", "3",
+        "--optimizers", "random,asha,dyhpo,quicktune,quicktune-cooled", "--quiet",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     results = pd.read_csv(out / "results.csv")
-    assert set(results["dataset"]) == {"d0", "d1"}
-    assert set(results["optimizer"]) == {"random", "asha", "dyhpo", "quicktune"}
+    assert set(results["dataset"]) == {"d0", "d1"} and set(results["seed"]) == {4}
+    assert set(results["optimizer"]) == {"random", "asha", "dyhpo", "quicktune", "quicktune-cooled"}
     assert results["regret"].between(0, 1).all()
     summary = pd.read_csv(out / "summary.csv")
-    assert sorted(summary["budget_h"].unique()) == pytest.approx([1 / 12, 0.25]) and len(summary) == 8
+    assert sorted(summary["budget_h"].unique()) == pytest.approx([1 / 12, 0.25]) and len(summary) == 10
     assert (out / "regret.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Quick-Tune" in result.stderr  # the table
     folds = [json.loads(p.read_text())["key"]["split"] for p in sorted(out.glob("priors/fold-*/fold.json"))]

@@ -68,7 +68,8 @@ class BenchSettings:
         meta_dataset: a directory in the Quick-Tune meta-dataset format.
         out: output directory (results, plot, cached fold priors); nothing is written elsewhere.
         budgets_s: budgets of recorded seconds at which the table reports regret and rank.
-        seeds: searches per (dataset, optimizer), seeds 0 .. seeds-1.
+        seeds: searches per (dataset, optimizer), seeds ``first_seed .. first_seed + seeds - 1``.
+        first_seed: the first seed (a replication with seeds not looked at during development).
         optimizers: names from :data:`OPTIMIZERS`.
         datasets: the datasets to benchmark (all by default); meta-training may still use the others.
         folds: folds of the leave-datasets-out meta-training.
@@ -81,6 +82,7 @@ class BenchSettings:
     out: Path
     budgets_s: tuple[float, ...] = (3600.0, 4 * 3600.0, 16 * 3600.0)
     seeds: int = 3
+    first_seed: int = 0
     optimizers: tuple[str, ...] = tuple(OPTIMIZERS)
     datasets: tuple[str, ...] | None = None
     folds: int = 6
@@ -100,6 +102,8 @@ class BenchSettings:
             problems.append("budgets must be positive")
         if self.seeds < 1:
             problems.append("--seeds must be >= 1")
+        if self.first_seed < 0:
+            problems.append("--first-seed must be >= 0")
         if self.folds < 2:
             problems.append("--folds must be >= 2 (a dataset's priors must not have seen it)")
         if self.delta_t < 1:
@@ -191,10 +195,11 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
             priors_dirs[k] = directory
             progress("meta-training", i + 1, len(needed))
 
+    seeds = range(settings.first_seed, settings.first_seed + settings.seeds)
     tasks = [
         _Task(settings.meta_dataset, name, opt, seed, str(priors_dirs.get(fold_of[name], "")), settings.delta_t,
               budget)
-        for name in bench_names for opt in settings.optimizers for seed in range(settings.seeds)
+        for name in bench_names for opt in settings.optimizers for seed in seeds
         for budget in (sorted(settings.budgets_s) if plans_with_budget(opt) else [max(settings.budgets_s)])
     ]  # fmt: skip
     # Longest first (the QuickTune variants on datasets with cheap epochs take the most steps).

@@ -25,7 +25,8 @@ def bench_command(
     ],
     out: Annotated[Path, typer.Option(help="Output directory: results.csv, summary.csv, regret.png, priors/.")],
     budgets: Annotated[str, typer.Option(help="Budgets of recorded cost for the table, e.g. 1h,4h,16h.")] = "1h,4h,16h",
-    seeds: Annotated[int, typer.Option(help="Searches per dataset and optimizer (seeds 0..N-1).")] = 3,
+    seeds: Annotated[int, typer.Option(help="Searches per dataset and optimizer (seeds F..F+N-1).")] = 3,
+    first_seed: Annotated[int, typer.Option(help="The first seed F.")] = 0,
     optimizers: Annotated[
         str | None,
         typer.Option(help="Comma-separated subset of: random, asha, dyhpo, quicktune-no-cost, quicktune-no-meta, "
@@ -52,6 +53,7 @@ def bench_command(
             out=out,
             budgets_s=tuple(parse_budget(b) for b in budget_list),
             seeds=seeds,
+            first_seed=first_seed,
             optimizers=_split(optimizers) or tuple(OPTIMIZERS),
             datasets=_split(datasets),
             folds=folds,
