@@ -109,16 +109,21 @@ def resume_command(
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """Treat SIGTERM (CI timeouts, `kill`, job schedulers) like Ctrl-C: stop cleanly, keep what is done."""
+    """Treat SIGTERM (CI timeouts, `kill`, job schedulers) like Ctrl-C, and both alike: stop cleanly, keep
+    what is done. Besides raising KeyboardInterrupt, the handler asks the tuner to stop, so that the run
+    still ends at the next step if a library swallowed the exception."""
+    from qtt_cli.tuner.tuner import request_stop
 
     def interrupt(signum, frame):
+        request_stop()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _finish(summary, json_output: bool) -> None:

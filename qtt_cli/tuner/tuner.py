@@ -8,6 +8,7 @@ directory) is checked in :func:`prepare`, before the budget starts.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -208,6 +209,16 @@ def tune(settings: TuneSettings, *, overwrite: bool = False, reporter: Reporter 
         run.close()
 
 
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask a running search to stop after the step in flight (signal handlers call it before raising
+    KeyboardInterrupt). A backstop: an interrupt raised while a library holds the main thread in a
+    callback can be swallowed there, and the run must still stop at the next step boundary."""
+    _STOP.set()
+
+
 def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
     """The budgeted loop. Ctrl-C ends it cleanly: only the step in flight is lost."""
     settings, run_dir = run.settings, run.run_dir
@@ -226,8 +237,11 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
     def used() -> float:
         return used_before + (time.monotonic() - session_start)
 
+    _STOP.clear()
     try:
         while True:
+            if _STOP.is_set():
+                raise KeyboardInterrupt
             if used() >= settings.budget_s:
                 reason = "budget"
                 break
