@@ -5,6 +5,7 @@ One short search (session fixture) feeds several tests; each checks a user-visib
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -162,3 +163,24 @@ def test_asha_with_a_checkpoint_cap_keeps_one_checkpoint_and_continues_only_from
         if rows["epoch"].max() > 1:
             before = history[history["step"] < rows.loc[rows["epoch"] == 2, "step"].iloc[0]]
             assert before.loc[before["val_top1"].idxmax(), "pipeline_id"] == pid
+
+
+def test_a_stop_request_ends_the_run_after_the_step_in_flight(tmp_path, digits_split_dir, fast_hub):
+    """The backstop behind Ctrl-C/SIGTERM: even if the KeyboardInterrupt is lost, the flag the signal
+    handler sets stops the loop at the next step boundary, and what finished is kept."""
+    from qtt_cli.tuner import SilentReporter, TuneSettings, tune
+    from qtt_cli.tuner.tuner import request_stop
+
+    class StopDuringTheFirstStep(SilentReporter):
+        def step_started(self, *args) -> None:
+            request_stop()
+
+    settings = TuneSettings(
+        dataset=digits_split_dir, out=tmp_path / "run", budget_s=300, hub=str(fast_hub), weights="random",
+        max_input_size=32, max_epochs=2, optimizer="random",
+    )  # fmt: skip
+    summary = tune(settings, reporter=StopDuringTheFirstStep())
+    assert summary.reason == "interrupted" and summary.steps == 1
+    assert RunDir(tmp_path / "run").store.load()["status"].tolist() == ["ok"]
+    resumed = tune(dataclasses.replace(settings, max_steps=3))  # the flag does not leak into the next search
+    assert resumed.reason == "max_steps" and resumed.steps == 3
