@@ -223,7 +223,6 @@ def test_cost_cooling_turns_ei_per_second_into_plain_ei_as_the_budget_runs_out()
     history = {"d": state("d", [50.0])}
     surrogate = FakeSurrogate(means={"d": 62, "e": 58}, epoch_costs={"d": 100.0, "e": 1.0}, std=1.0)
     opt = quicktune(surrogate, acquisition=cooled)
-    assert opt.uses_budget
     assert opt.ask(history, BudgetStatus(10_000.0, 0.0)).pipeline_id == "e"  # early: per second, e
     assert opt.ask(history, BudgetStatus(10_000.0, 9_800.0)).pipeline_id == "d"  # late: plain EI, d
 

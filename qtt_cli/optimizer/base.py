@@ -119,11 +119,6 @@ class Optimizer(abc.ABC):
         """Restore what ``save_state`` wrote; False when there was nothing (usable) to restore."""
         return False
 
-    @property
-    def uses_budget(self) -> bool:
-        """Whether ``ask`` plans with the budget: then a shorter search is not a prefix of a longer one."""
-        return False
-
     def limit(self, pipeline_id: str) -> int:
         """The epoch at which ``pipeline_id`` is finished."""
         return min(self.max_epochs, self.epoch_limits.get(pipeline_id, self.max_epochs))

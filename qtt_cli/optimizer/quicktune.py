@@ -211,11 +211,6 @@ class QuickTune(Optimizer):
             layout, max_epochs=curveset.max_epochs, delta_t=delta_t, priors=priors, epoch_limits=limits, **kwargs
         )
 
-    @property
-    def uses_budget(self) -> bool:
-        a = self.acquisition
-        return self.use_cost and (a.cost_cooling or a.skip_unaffordable)
-
     # ------------------------------------------------------------------ ask
 
     def ask(self, pipelines: Mapping[str, PipelineState], budget: BudgetStatus | None = None) -> Suggestion | None:
