@@ -94,7 +94,7 @@ class AcquisitionSettings:
     of the budget left (CArBO's cost cooling, Lee et al. 2020): EI per second at the start, plain EI at the
     end. It targets a known weakness of EI per second: it keeps favouring cheap steps for the whole run,
     and on datasets where the good models are the expensive ones a long budget goes to cheap, weaker
-    pipelines. In the replay benchmark it did not help (README "Benchmarks"), so equation 3 stays the
+    pipelines. In the replay benchmark it did worse at every budget (README "Replay benchmark"), so equation 3 stays the
     default.
 
     ``skip_unaffordable`` (off by default): when the budget is known, a step whose predicted cost exceeds
