@@ -53,6 +53,7 @@ from qtt_cli.optimizer.base import BudgetStatus, Optimizer, PipelineState, Sugge
 from qtt_cli.optimizer.candidates import sampled_pool, started_configs
 from qtt_cli.space.config import PipelineConfig
 from qtt_cli.space.encoding import encode
+from qtt_cli.store.rundir import write_json_atomic
 
 __all__ = ["AcquisitionSettings", "FitSchedule", "QuickTune", "SurrogateLike"]
 
@@ -259,6 +260,7 @@ class QuickTune(Optimizer):
         if self._model is None or not hasattr(self._model, "save"):
             return
         directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         name = f"surrogate-{self._fitted_n:06d}"
         if not (directory / name / "surrogate.json").is_file():
             self._model.save(directory / f"{name}.tmp")
@@ -267,9 +269,7 @@ class QuickTune(Optimizer):
             os.replace(directory / f"{name}.tmp", directory / name)
         state = {"surrogate": name, "full_fits": self._full_fits, "fitted_n": self._fitted_n,
                  "best": self._best if math.isfinite(self._best) else None, "since_best": self._since_best}  # fmt: skip
-        tmp = directory / "state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, directory / "state.json")
+        write_json_atomic(directory / "state.json", state)
         for old in directory.glob("surrogate-*"):
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)

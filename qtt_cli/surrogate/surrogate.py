@@ -174,7 +174,7 @@ class Surrogate:
             list(self.layout.categorical_columns), self.layout.method_columns + new_methods,
         )  # fmt: skip
         nets = Predictors(layout, self.hyper)
-        state = _with_method_defaults(self.nets.state_dict(), nets)
+        state = self.nets.state_dict()
         for key, value in state.items():
             if key.endswith("model_embedding.weight"):
                 state[key] = torch.cat([value, value.new_zeros(value.shape[0], len(new))], dim=1)
@@ -448,9 +448,7 @@ def space_scaler() -> Scaler:
 
 
 def _with_method_defaults(state: dict[str, torch.Tensor], nets: Predictors) -> dict[str, torch.Tensor]:
-    """``state`` plus the (empty or zero) method embeddings of ``nets`` that it lacks: surrogates saved
-    before training methods had embeddings load unchanged."""
-    fresh = nets.state_dict()
-    missing = {k: fresh[k] for k in fresh if k.endswith("method_embedding") and k not in state}
-    extra = {k: v.new_zeros(0, v.shape[1]) for k, v in fresh.items() if k in missing and v.shape[0]}
-    return {**state, **{k: extra.get(k, v) for k, v in missing.items()}}
+    """``state`` plus the method embeddings of ``nets`` (empty for a layout without method columns) that it
+    lacks: surrogates saved before training methods had embeddings load unchanged."""
+    defaults = {k: v for k, v in nets.state_dict().items() if k.endswith("method_embedding")}
+    return {**defaults, **state}

@@ -253,7 +253,6 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
             if suggestion is None:
                 reason = "exhausted"
                 break
-            run.run_dir.optimizer.mkdir(exist_ok=True)
             run.optimizer.save_state(run.run_dir.optimizer)
             deadline = time.monotonic() + (settings.budget_s - used())
             step_number = state.steps + 1  # 1-based, as shown to the user
