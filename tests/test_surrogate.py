@@ -211,7 +211,9 @@ def test_shipped_priors_cover_the_quicktune_hub_and_beat_untrained():
     report = priors.info["meta_training"]
     assert report["best_val_nll"] < report["untrained_val_nll"]
     if (META_DATASET / "table.csv").is_file():
-        val = load_meta_dataset(META_DATASET, datasets=report["val_datasets"])
+        from qtt_cli.metadataset import without_degenerate
+
+        val = [without_degenerate(cs) for cs in load_meta_dataset(META_DATASET, datasets=report["val_datasets"])]
         assert priors.nll(val) == pytest.approx(report["best_val_nll"], abs=1e-3)
 
 
@@ -240,9 +242,9 @@ def test_priors_learn_from_the_run_what_spg_and_hvp_do():
 
     columns = [*hub_model_columns(TINY), *METHOD_COLUMNS]
     priors = load_priors(columns)
-    assert priors is not None and priors.layout.method_columns == list(METHOD_COLUMNS)
+    assert priors is not None and priors.layout.method_columns == ["linear_probing", *METHOD_COLUMNS]
     plain_priors = load_priors(hub_model_columns(TINY))
-    assert plain_priors.layout.method_columns == []  # the shipped file has no method embedding
+    assert plain_priors.layout.method_columns == ["linear_probing"]  # the shipped file embeds no SPG/HVP
 
     base = sample_configs(build_space(TINY.names), 40, seed=3)
     spg = dict(spg=True, spg_modules=2, spg_drop=0.2, spg_cold_start=0)
@@ -273,3 +275,94 @@ def test_priors_learn_from_the_run_what_spg_and_hvp_do():
     after = priors.predict(both, np.arange(40, 52), ones, zeros).mean
     assert (after[:6] - after[6:]).mean() > 15  # SPG twins now predicted far below (the run: 60 points)
     assert torch.count_nonzero(priors.nets.gp.feature_extractor.method_embedding) > 0
+
+
+# --- issue 10: clean priors, latent EI, fixed fidelity scale --------------------------------------------------
+
+
+def _twins(hub, n: int = 20, seed: int = 1):
+    """``n`` configurations fully finetuned, then the same ``n`` with linear probing, nothing observed."""
+    import dataclasses
+
+    full = [dataclasses.replace(c, linear_probing=False) for c in sample_configs(build_space(hub.names), n, seed=seed)]
+    probing = [dataclasses.replace(c, linear_probing=True) for c in full]
+    models = [hub.table_names.get(m, m) for m in hub.names]
+    return build_curveset(
+        "twins", full + probing, [np.zeros(0)] * (2 * n), [np.zeros(0)] * (2 * n), [5000, 20, 128, 3], 50,
+        model_names_map=hub.table_names, model_column_names=models,
+    )  # fmt: skip
+
+
+def test_shipped_priors_predict_linear_probing_cost_within_a_plausible_ratio_of_its_finetuned_twin():
+    """The meta-dataset's linear-probing records are broken runs (one epoch, near chance, mostly almost free);
+    priors that learnt them predicted a linear-probing epoch ~25x (up to 300x) cheaper than the same pipeline
+    finetuned. A linear probe skips the backbone's backward pass but not its forward pass: between 1/5 and 2x."""
+    priors = load_priors(hub_model_columns(QUICKTUNE))
+    twins = _twins(QUICKTUNE)
+    n = len(twins) // 2
+    pred = priors.predict(twins, np.arange(2 * n), np.ones(2 * n, int), np.zeros(2 * n, int))
+    ratio = pred.cost_s[n:] / pred.cost_s[:n]
+    assert ratio.min() >= 0.2 and ratio.max() <= 2.0, ratio
+    assert "linear_probing" in priors.layout.method_columns  # learnt from the run, starting at zero
+
+
+def test_degenerate_records_are_the_single_epoch_linear_probes(synthetic):
+    import dataclasses
+
+    from qtt_cli.metadataset import degenerate_rows, without_degenerate
+
+    cs = synthetic[0]
+    configs = [dataclasses.replace(c, linear_probing=i < 5) for i, c in enumerate(_configs(cs))]
+    curves = [np.array([2.0]) if i < 3 else (np.array([5.0, 30.0]) if i < 5 else c) for i, c in enumerate(cs.curves)]
+    costs = [np.full(len(c), 0.1) for c in curves]
+    probes = build_curveset(
+        "probes", configs, curves, costs, cs.meta_features, cs.max_epochs,
+        model_names_map=TINY.table_names, model_column_names=TINY_MODELS,
+    )  # fmt: skip
+    assert degenerate_rows(probes).tolist() == [0, 1, 2]  # a linear probe recorded for two epochs is kept
+    assert len(without_degenerate(probes)) == len(probes) - 3
+    clean = without_degenerate(probes)
+    assert without_degenerate(clean) is clean
+
+
+def test_acquisition_std_is_the_latent_posterior_without_the_observation_noise(synthetic):
+    """A configuration observed many times at an epoch is known there: its latent std shrinks far below the
+    learnt observation noise, while the predictive std of a new observation stays above it."""
+    surrogate = Surrogate.new(synthetic[0].features.columns, seed=0)
+    surrogate.fit(synthetic[:2], steps=30)
+    cs = synthetic[0]
+    row = int(np.argmax(cs.lengths))
+    noise_std = float(surrogate.nets.likelihood.noise.detach().sqrt()) * 100
+    k = int(cs.lengths[row])
+    latent = surrogate.predict(cs, np.array([row]), np.array([k]), np.array([k - 1]))
+    noisy = surrogate.predict(cs, np.array([row]), np.array([k]), np.array([k - 1]), observation_noise=True)
+    assert noisy.std[0] >= noise_std - 1e-6
+    assert latent.std[0] < noisy.std[0]
+    np.testing.assert_allclose(latent.mean, noisy.mean)
+    assert latent.std[0] ** 2 == pytest.approx(noisy.std[0] ** 2 - noise_std**2, rel=1e-3, abs=1e-6)
+
+
+def test_a_prediction_at_epoch_k_does_not_depend_on_the_runs_max_epochs(synthetic):
+    """The priors learnt epoch / 50 (the meta-dataset's limit); a run with --max-epochs 10 must show them
+    epoch 2 as 2/50, not 2/10. The scale is stored with the surrogate."""
+    import dataclasses
+
+    priors = load_priors(hub_model_columns(TINY))
+    assert priors.layout.fidelity_scale == 50
+    cs = synthetic[0]
+    rows = np.flatnonzero(cs.lengths >= 3)[:10]
+    short, long_ = dataclasses.replace(cs, max_epochs=10), dataclasses.replace(cs, max_epochs=50)
+    target, seen = np.full(len(rows), 3), np.full(len(rows), 2)
+    a = priors.with_columns(cs.features.columns)
+    p10 = a.predict(short, rows, target, seen)
+    p50 = a.predict(long_, rows, target, seen)
+    np.testing.assert_allclose(p10.mean, p50.mean)
+    np.testing.assert_allclose(p10.std, p50.std)
+    np.testing.assert_allclose(p10.cost_s, p50.cost_s)
+
+
+def test_meta_training_stores_the_fidelity_scale_of_its_data(synthetic, tmp_path):
+    surrogate, _ = meta_train(synthetic[:3], synthetic[3:4], iterations=5, eval_every=5)
+    assert surrogate.layout.fidelity_scale == synthetic[0].max_epochs == 8
+    surrogate.save(tmp_path)
+    assert Surrogate.load(tmp_path).layout.fidelity_scale == 8

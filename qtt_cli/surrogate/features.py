@@ -2,8 +2,8 @@
 
 One input row describes "configuration x of dataset d at epoch t, having seen its curve up to epoch k":
 
-    [ scaled numeric hyperparameters | categorical one-hots | model one-hot | training methods (0/1) | t / max_epochs |
-      scaled meta-features | curve prefix (/100, zero-padded to ``curve_length``) | k / max_epochs |
+    [ scaled numeric hyperparameters | categorical one-hots | model one-hot | training methods (0/1) | t / scale |
+      scaled meta-features | curve prefix (/100, zero-padded to ``curve_length``) | k / scale |
       values in the prefix ]
 
 packed in one flat float tensor (gpytorch's ExactGP stores its training inputs as one tensor); the networks
@@ -12,6 +12,16 @@ with statistics of the data the surrogate was (meta-)trained on; learning-rate-l
 first, because their values span orders of magnitude. A column that was constant in that data gets scale 0:
 the networks never learnt what it means, so it must not move them (e.g. the Meta-Album images all have
 side 128 and 3 channels, so the priors ignore resolution and channels).
+
+Fidelity is ``epoch / fidelity_scale`` with the scale stored in the layout (the epoch limit of the
+meta-training data, 50 for the Quick-Tune meta-dataset), not the run's ``--max-epochs``: priors that learnt
+"epoch 10 of 50" must see epoch 10 as 10/50 also in a run with ``--max-epochs 10``.
+
+``RUN_LEARNT_COLUMNS`` are table columns the predictors learn from the run like the training methods (a
+zero-initialised embedding, see ``networks``): in the Quick-Tune meta-dataset every linear-probing record
+is one truncated epoch at near-chance accuracy (a broken run of the generating study), so meta-training
+drops those records (``qtt_cli.metadataset.without_degenerate``) and the priors know nothing about linear
+probing until the run shows what it does.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import pandas as pd
 from qtt_cli.metadataset import MODEL_PREFIX, CurveSet, model_columns
 from qtt_cli.space.encoding import TABLE_COLUMNS, method_columns
 
-__all__ = ["FeatureLayout", "Observations", "Scaler", "observations"]
+__all__ = ["RUN_LEARNT_COLUMNS", "FeatureLayout", "Observations", "Scaler", "observations"]
 
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(c for c in TABLE_COLUMNS if not c.startswith("cat:"))
 CATEGORICAL_COLUMNS: tuple[str, ...] = tuple(
@@ -42,6 +52,8 @@ LOG_COLUMNS: dict[str, float] = {
     "bss_reg": 1e-5,
 }
 _MIN_STD = 1e-8
+RUN_LEARNT_COLUMNS: tuple[str, ...] = ("linear_probing",)
+DEFAULT_FIDELITY_SCALE = 50.0  # the Quick-Tune meta-dataset's epoch limit
 
 
 @dataclass
@@ -109,14 +121,19 @@ class FeatureLayout:
     curve_length: int = 50
     numeric_columns: list[str] = field(default_factory=lambda: list(NUMERIC_COLUMNS))
     categorical_columns: list[str] = field(default_factory=lambda: list(CATEGORICAL_COLUMNS))
-    method_columns: list[str] = field(default_factory=list)  # METHOD_COLUMNS the surrogate embeds
+    method_columns: list[str] = field(default_factory=list)  # RUN_LEARNT_COLUMNS + METHOD_COLUMNS it embeds
+    fidelity_scale: float = DEFAULT_FIDELITY_SCALE  # epochs are shown as epoch / fidelity_scale
 
     @classmethod
-    def for_columns(cls, columns: Sequence[str], curve_length: int = 50) -> FeatureLayout:
+    def for_columns(
+        cls, columns: Sequence[str], curve_length: int = 50, fidelity_scale: float = DEFAULT_FIDELITY_SCALE
+    ) -> FeatureLayout:
         models = model_columns(columns)
         if not models:
             raise ValueError("the columns name no cat:model:* column: the surrogate needs the model one-hot")
-        return cls(models, curve_length, method_columns=method_columns(columns))
+        learnt = [c for c in RUN_LEARNT_COLUMNS if c in set(columns)]
+        return cls(models, curve_length, method_columns=learnt + method_columns(columns),
+                   fidelity_scale=float(fidelity_scale))  # fmt: skip
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -182,11 +199,11 @@ class FeatureLayout:
         out = np.zeros((n, self.width), dtype=np.float32)
         s = self.slices
         out[:, s["hp"].start : s["method"].stop] = config_matrix[config_rows]
-        out[:, s["fidelity"]] = (epochs / curveset.max_epochs)[:, None]
+        out[:, s["fidelity"]] = (epochs / self.fidelity_scale)[:, None]
         out[:, s["meta"]] = self.meta_vector(curveset.meta_features, scaler)
         padded = _padded_curves(curveset, L)  # [configs, L] of the most recent L epochs' values / 100
         lengths = np.minimum(prefix_lengths, curveset.lengths[config_rows])
-        out[:, s["prefix_len"]] = np.stack([lengths / curveset.max_epochs, np.minimum(lengths, L)], axis=1)
+        out[:, s["prefix_len"]] = np.stack([lengths / self.fidelity_scale, np.minimum(lengths, L)], axis=1)
         window = np.maximum(lengths - L, 0)  # curves longer than L: the last L observed values
         pos = window[:, None] + np.arange(L)[None, :]
         values = np.take_along_axis(padded[config_rows], np.minimum(pos, padded.shape[1] - 1), axis=1)

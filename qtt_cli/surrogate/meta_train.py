@@ -78,7 +78,11 @@ def meta_train(
     val = [cs for cs in val if cs.num_observations]
     started = time.perf_counter()
     scaler = Scaler.fit(train)
-    surrogate = Surrogate.new(union_columns([*train, *val]), seed=seed, scaler=scaler, **(hyper or {}))
+    # the epoch limit of the training data becomes the surrogate's fidelity scale, kept with its weights
+    scale = float(max(cs.max_epochs for cs in train))
+    surrogate = Surrogate.new(
+        union_columns([*train, *val]), seed=seed, scaler=scaler, fidelity_scale=scale, **(hyper or {})
+    )
     obs = [observations(cs, surrogate.layout, scaler) for cs in train]
     surrogate.nets.gp.mean_module.constant.data.fill_(float(np.concatenate([o.targets for o in obs]).mean()))
 
@@ -174,9 +178,11 @@ def meta_train_directories(
     """Read meta-dataset and run directories, meta-train (``options`` go to :func:`meta_train`), save the
     surrogate and ``meta-train.json`` (the report) to ``out``. Validation datasets come from the
     meta-datasets only; runs always train."""
-    from qtt_cli.metadataset import load_meta_dataset, load_run
+    from qtt_cli.metadataset import load_meta_dataset, load_run, without_degenerate
 
-    sets = [cs for root in meta_datasets for cs in load_meta_dataset(root)]
+    # the meta-dataset's broken linear-probing records are left out (qtt_cli.metadataset.degenerate); runs
+    # are real measurements and train as they are
+    sets = [without_degenerate(cs) for root in meta_datasets for cs in load_meta_dataset(root)]
     names = [cs.name for cs in sets]
     run_sets = [load_run(run) for run in runs]
     train, val = split_validation([*sets, *run_sets], val_datasets, seed, candidates=names)

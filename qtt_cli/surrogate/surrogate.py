@@ -32,7 +32,7 @@ from qtt_cli.metadataset import CurveSet, model_columns
 from qtt_cli.space.encoding import method_columns
 
 from ._gpytorch import gpytorch
-from .features import FeatureLayout, Observations, Scaler, observations
+from .features import DEFAULT_FIDELITY_SCALE, FeatureLayout, Observations, Scaler, observations
 from .networks import Predictors
 
 __all__ = ["DEFAULT_HYPER", "Prediction", "Surrogate", "SurrogateFileError"]
@@ -63,7 +63,9 @@ class Prediction:
 
     Args:
         mean: predicted validation top-1 (percent) at the target epoch.
-        std: predictive standard deviation (percent, observation noise included), > 0.
+        std: standard deviation (percent), > 0: of the latent accuracy by default (what the acquisition
+            needs: the noise of a future observation is no improvement anyone can keep), of a noisy
+            observation with ``predict(..., observation_noise=True)``.
         cost_s: predicted seconds for the epochs ``from_epochs + 1 .. target_epochs``, > 0.
     """
 
@@ -87,11 +89,17 @@ class Surrogate:
     # --- construction, persistence -----------------------------------------------------------------
 
     @classmethod
-    def new(cls, columns: Sequence[str], *, seed: int = 0, scaler: Scaler | None = None, **hyper: Any) -> Surrogate:
+    def new(
+        cls, columns: Sequence[str], *, seed: int = 0, scaler: Scaler | None = None,
+        fidelity_scale: float = DEFAULT_FIDELITY_SCALE, **hyper: Any,
+    ) -> Surrogate:  # fmt: skip
         """An untrained surrogate for configurations encoded with ``columns`` (their ``cat:model:*`` columns
         decide which models it can embed).
 
         Args:
+            fidelity_scale: epochs are shown to the networks as ``epoch / fidelity_scale`` (the epoch limit of
+                the meta-training data; a fixed scale, so that a prediction at epoch k does not depend on
+                the run's ``--max-epochs``).
             scaler: standardisation statistics; by default those of configurations sampled from the
                 Quick-Tune space (the distribution the meta-dataset was drawn from) with no meta-feature
                 information (one run = one dataset, so meta-features cannot be learnt from it).
@@ -101,7 +109,7 @@ class Surrogate:
         if unknown:
             raise ValueError(f"unknown surrogate setting(s) {unknown}; known: {sorted(DEFAULT_HYPER)}")
         settings = {**DEFAULT_HYPER, **hyper}
-        layout = FeatureLayout.for_columns(columns, settings["curve_length"])
+        layout = FeatureLayout.for_columns(columns, settings["curve_length"], fidelity_scale)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             nets = Predictors(layout, settings)
@@ -172,6 +180,7 @@ class Surrogate:
         layout = FeatureLayout(
             self.layout.model_columns + new, self.layout.curve_length, list(self.layout.numeric_columns),
             list(self.layout.categorical_columns), self.layout.method_columns + new_methods,
+            self.layout.fidelity_scale,
         )  # fmt: skip
         nets = Predictors(layout, self.hyper)
         state = self.nets.state_dict()
@@ -226,12 +235,18 @@ class Surrogate:
     # --- prediction --------------------------------------------------------------------------------
 
     def predict(
-        self, curveset: CurveSet, rows: np.ndarray, target_epochs: np.ndarray, from_epochs: np.ndarray
-    ) -> Prediction:
+        self, curveset: CurveSet, rows: np.ndarray, target_epochs: np.ndarray, from_epochs: np.ndarray,
+        *, observation_noise: bool = False,
+    ) -> Prediction:  # fmt: skip
         """Accuracy of configuration ``rows[i]`` at ``target_epochs[i]`` and the seconds of epochs
         ``from_epochs[i] + 1 .. target_epochs[i]``, the GP conditioned on ``curveset``'s observations.
 
         The input of row i sees its curve up to ``min(from_epochs[i], observed epochs)``.
+
+        ``observation_noise``: False (default) = the latent posterior ``gp(x)``, which the acquisition uses:
+        with the learnt noise (about 4 points on the meta-dataset) in every candidate's spread, a plateaued
+        pipeline kept an EI made of noise alone, which divided by a small cost won. True = the predictive
+        distribution of an observation, ``likelihood(gp(x))`` (held-out likelihood and calibration).
         """
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         target = np.asarray(target_epochs, dtype=np.int64).reshape(-1)
@@ -257,11 +272,13 @@ class Surrogate:
                 ctx = torch.from_numpy(layout.rows(curveset, scaler, ctx_rows, ctx_epochs, ctx_epochs - 1, configs))
                 y = [curveset.curves[r][t - 1] / 100.0 for r, t in zip(ctx_rows, ctx_epochs, strict=True)]
                 gp.set_train_data(ctx, torch.tensor(y, dtype=ctx.dtype), strict=False)
-                posterior = self.nets.likelihood(gp(queries))
+                posterior = gp(queries)
             else:
                 self._forget_data()
                 with gpytorch.settings.prior_mode(True):
-                    posterior = self.nets.likelihood(gp(queries))
+                    posterior = gp(queries)
+            if observation_noise:
+                posterior = self.nets.likelihood(posterior)
             mean = posterior.mean.double().numpy() * 100.0
             std = posterior.variance.double().clamp_min(1e-12).sqrt().numpy() * 100.0
             cost = self._cost(curveset, rows, start, target, seen, configs)
@@ -296,9 +313,11 @@ class Surrogate:
 
     def nll(self, curvesets: Sequence[CurveSet], *, seed: int = 0, targets_per_set: int = 256) -> float:
         """Mean held-out negative log-likelihood per point (accuracy in [0, 1]); see ``evaluate``."""
-        return self.evaluate(curvesets, seed=seed, targets_per_set=targets_per_set)["nll"]
+        return self.evaluate(curvesets, seed=seed, targets_per_set=targets_per_set, latent=False)["nll"]
 
-    def evaluate(self, curvesets: Sequence[CurveSet], *, seed: int = 0, targets_per_set: int = 256) -> dict:
+    def evaluate(
+        self, curvesets: Sequence[CurveSet], *, seed: int = 0, targets_per_set: int = 256, latent: bool = True
+    ) -> dict:
         """Held-out scores on curves the surrogate was not trained on, asked as a search asks.
 
         For each curve set: ``targets_per_set`` configurations, each cut after a random number k of its
@@ -308,9 +327,13 @@ class Surrogate:
         Returns:
             ``nll``: mean Gaussian negative log-likelihood per point, accuracy in [0, 1] (lower is better);
             ``mae``: mean absolute error of the predicted accuracy, in percentage points;
-            ``cost_log_mae``: mean |log(predicted / recorded seconds)| of epoch k + 1.
+            ``cost_log_mae``: mean |log(predicted / recorded seconds)| of epoch k + 1;
+            calibration of the observation's predictive distribution, for fresh (k = 0) and continued
+            (k > 0) predictions: ``z_std_*`` (std of (y − μ) / σ; 1 when calibrated) and ``coverage90_*``
+            (share inside the central 90 % interval; 0.9 when calibrated); ``latent_*`` the same with the
+            latent σ the acquisition uses (only with ``latent``).
         """
-        nll, err, cost_err = [], [], []
+        nll, err, cost_err, z, z_latent, fresh = [], [], [], [], [], []
         for cs in curvesets:
             rows, cuts = _random_cuts(cs, np.random.default_rng(seed), targets_per_set)
             if not len(rows):
@@ -319,26 +342,46 @@ class Surrogate:
             costs = [np.zeros(0)] * len(cs)
             for r, k in zip(rows, cuts, strict=True):
                 observed[r], costs[r] = cs.curves[r][:k], cs.costs[r][:k]
-            pred = self.predict(cs.with_observations(observed, costs), rows, cuts + 1, cuts)
+            seen = cs.with_observations(observed, costs)
+            pred = self.predict(seen, rows, cuts + 1, cuts, observation_noise=True)
             y = np.array([cs.curves[r][k] for r, k in zip(rows, cuts, strict=True)])
+            if latent:
+                lat = self.predict(seen, rows, cuts + 1, cuts)
+                z_latent.append((y - lat.mean) / lat.std)
             seconds = np.array([cs.costs[r][k] for r, k in zip(rows, cuts, strict=True)])
             mu, sd = pred.mean / 100.0, pred.std / 100.0
             nll.append(0.5 * np.log(2 * math.pi * sd**2) + (y / 100.0 - mu) ** 2 / (2 * sd**2))
             err.append(np.abs(y - pred.mean))
+            z.append((y - pred.mean) / pred.std)
+            fresh.append(cuts == 0)
             cost_err.append(np.abs(np.log(pred.cost_s) - np.log(np.maximum(seconds, 1e-6))))
         if not nll:
             raise ValueError("no observed epochs to evaluate the predictors on")
+        is_fresh = np.concatenate(fresh)
+        calibration = {}
+        for name, parts in (("", z), ("latent_", z_latent)):
+            if not parts:
+                continue
+            scores = np.concatenate(parts)
+            for part, mask in (("fresh", is_fresh), ("continued", ~is_fresh)):
+                if mask.any():
+                    calibration[f"{name}z_std_{part}"] = float(scores[mask].std())
+                    calibration[f"{name}coverage90_{part}"] = float((np.abs(scores[mask]) <= _Z90).mean())
         return {
             "nll": float(np.concatenate(nll).mean()),
             "mae": float(np.concatenate(err).mean()),
             "cost_log_mae": float(np.concatenate(cost_err).mean()),
             "points": int(sum(len(x) for x in nll)),
+            **calibration,
         }
 
     def _forget_data(self) -> None:
         """Drop the GP's conditioning data (not part of the model; keeps copies and files small)."""
         gp = self.nets.gp
         gp.train_inputs, gp.train_targets, gp.prediction_strategy = None, None, None
+
+
+_Z90 = 1.6448536269514722  # the central 90 % interval of a standard normal
 
 
 def curve_batch(obs: Observations, rng: np.random.Generator, size: int) -> np.ndarray:
