@@ -23,6 +23,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C; everything finished before it is saved, rerun 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from qtt_cli.data import DatasetError
+    from qtt_cli.execution import ExecutorError
     from qtt_cli.hub import HubError, WeightsUnavailableError
     from qtt_cli.space import SpaceFileError
     from qtt_cli.space.config import ConfigError
@@ -31,7 +32,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
     return (
         DatasetError, HubError, WeightsUnavailableError, SpaceFileError, ConfigError, RunDirError,
-        BudgetError, FileNotFoundError, ValueError,
+        BudgetError, ExecutorError, FileNotFoundError, ValueError,
     )
 
 

@@ -54,6 +54,21 @@ def tune_command(
         int,
         typer.Option(help="Pipelines in training that keep a checkpoint to continue from; the weakest beyond it stop."),
     ] = 32,
+    workers: Annotated[
+        int, typer.Option(help="Steps trained at once: N worker processes splitting the CPU cores (1: in this process).")
+    ] = 1,
+    devices: Annotated[
+        str | None, typer.Option(help="GPUs to train on, one worker process each: 0,1 or auto (every visible GPU).")
+    ] = None,
+    executor: Annotated[
+        str, typer.Option(help="Where steps run: auto (in-process for one worker), inprocess, local or ray.")
+    ] = "auto",
+    address: Annotated[
+        str | None, typer.Option(help="--executor ray: the cluster to join (auto or HOST:PORT); default a local Ray.")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="--executor ray: the run directory as the Ray workers see it (shared FS).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --out and start over.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
@@ -80,6 +95,11 @@ def tune_command(
             num_workers=num_workers,
             keep_best=keep_best,
             max_checkpoints=max_checkpoints,
+            workers=workers,
+            devices=devices,
+            executor=executor,
+            address=address,
+            storage=storage,
         )
         reporter = make_reporter(quiet=quiet)
         with _sigterm_as_interrupt():

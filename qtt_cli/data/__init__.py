@@ -1,6 +1,6 @@
 """Image-folder datasets: discovery and validation, the decode-once cache, meta-features, transforms."""
 
-from .cache import CachedImages, ImageCache, build_cache, dataset_fingerprint, decode_image
+from .cache import CachedImages, ImageCache, build_cache, dataset_fingerprint, decode_image, open_cache
 from .discovery import IMAGE_EXTENSIONS, DatasetError, DatasetSplits, Sample, discover
 from .loader import make_loader
 from .meta import MetaFeatures, meta_features
@@ -21,5 +21,6 @@ __all__ = [
     "eval_transform",
     "make_loader",
     "meta_features",
+    "open_cache",
     "train_transform",
 ]

@@ -154,6 +154,20 @@ def build_cache(
     return _open(splits.root, cache_dir, index)
 
 
+def open_cache(cache_dir: Path, root: Path | None = None) -> ImageCache:
+    """Map a complete cache that :func:`build_cache` wrote, without the dataset's files: what a worker process
+    or a machine of a cluster does, which sees the run directory but not necessarily the dataset.
+
+    Raises:
+        DatasetError: When ``cache_dir`` holds no complete cache.
+    """
+    cache_dir = Path(cache_dir)
+    index = _read_index(cache_dir)
+    if index is None:
+        raise DatasetError(f"{cache_dir} holds no complete image cache; run `qtt tune` on the dataset first")
+    return _open(Path(root) if root is not None else cache_dir, cache_dir, index)
+
+
 def dataset_fingerprint(splits: DatasetSplits) -> str:
     """Hash of what the cache depends on: classes, and per file its split, path, label, size and mtime."""
     h = hashlib.sha256()

@@ -19,9 +19,12 @@ from qtt_cli.store.results import HYPERPARAMETER_COLUMNS
 # "stopped": the run gave up its checkpoint (``qtt tune --max-checkpoints``), so it cannot be continued.
 # Never written to the store: the tuner marks it from the checkpoint folder, which is the truth on resume.
 FINAL_STATUSES = ("failed", "diverged", "stopped")
+# "running": a step of the pipeline is in flight on another worker (``qtt_cli.optimizer.pending``). Never written
+# to the store either: the tuner marks it while it waits for the step.
+RUNNING = "running"
 # Errors that say nothing about the pipeline itself (another process held the GPU memory, a driver hiccup):
 # such a failed step may be retried once before the pipeline is given up.
-TRANSIENT_ERRORS = ("out of memory", "alloc_failed", "resource temporarily unavailable")
+TRANSIENT_ERRORS = ("out of memory", "alloc_failed", "resource temporarily unavailable", "worker died")
 
 
 def is_transient(error: str | None) -> bool:
@@ -43,6 +46,7 @@ class PipelineState:
     status: str  # status of the latest step: ok | interrupted | failed | diverged
     error: str | None = None  # error of the latest step, if it failed or diverged
     failed_steps: int = 0  # steps of this pipeline that ended with status "failed"
+    in_flight_to: int | None = None  # status "running": the epoch its step in flight will reach
 
     @property
     def epochs(self) -> int:
@@ -55,7 +59,7 @@ class PipelineState:
     @property
     def alive(self) -> bool:
         """Whether training may still be continued (not failed or diverged)."""
-        return self.status not in FINAL_STATUSES
+        return self.status not in FINAL_STATUSES and self.status != RUNNING
 
     @property
     def retryable(self) -> bool:

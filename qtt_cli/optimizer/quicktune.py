@@ -51,6 +51,7 @@ from qtt_cli.metadataset import CurveSet
 from qtt_cli.optimizer.acquisition import best_at_fidelity, cost_aware_score, expected_improvement
 from qtt_cli.optimizer.base import BudgetStatus, Optimizer, PipelineState, Suggestion, next_pipeline_id
 from qtt_cli.optimizer.candidates import sampled_pool, started_configs
+from qtt_cli.optimizer.pending import kriging_believer
 from qtt_cli.space.config import PipelineConfig
 from qtt_cli.space.encoding import encode
 from qtt_cli.store.rundir import write_json_atomic
@@ -224,6 +225,9 @@ class QuickTune(Optimizer):
             # candidate, so the acquisition could only rank them by cost.
             return self._suggest(candidates, 0, pipelines)
         model = self._fitted(curveset, pipelines)
+        # steps in flight on other workers: condition on the GP mean at their epochs (kriging believer,
+        # qtt_cli.optimizer.pending); the fit above saw real observations only
+        curveset = kriging_believer(model, curveset, pipelines)
         prediction = model.predict(curveset, candidates.rows, candidates.targets, candidates.epochs)
         scores, z = self.scores(curveset, candidates, prediction, budget)
         if self.use_cost and self.acquisition.skip_unaffordable and budget is not None:

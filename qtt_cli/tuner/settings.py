@@ -10,7 +10,9 @@ from typing import Any
 OPTIMIZERS = ("quicktune", "random", "asha")
 
 # Settings that may change when a run is resumed; all others must match the saved run.
-RESUMABLE_CHANGES = ("budget_s", "max_steps", "device", "num_workers", "keep_best", "max_checkpoints")
+RESUMABLE_CHANGES = ("budget_s", "max_steps", "device", "num_workers", "keep_best", "max_checkpoints",
+                     "workers", "devices", "executor", "address", "storage")
+EXECUTORS = ("auto", "inprocess", "local", "ray")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,13 @@ class TuneSettings:
             Beyond it, the ones with the lowest best accuracy give theirs up and are stopped (freeze-thaw
             could only continue them from scratch). A checkpoint holds weights and optimizer state: about
             3x the model size, gigabytes for the hub's largest models.
+        workers: steps trained at once (``qtt_cli.execution``): 1 = in the tuner's process, as always; N > 1 =
+            N local worker processes splitting the CPU cores (or N Ray workers).
+        devices: GPU indices (``"0,1"``) or ``"auto"`` (every visible GPU): one worker process per GPU.
+        executor: ``auto`` (in-process for one worker, local processes otherwise), ``inprocess``, ``local``
+            or ``ray``.
+        address: the Ray cluster to join (``auto``, ``HOST:PORT``); None starts a local Ray instance.
+        storage: the run directory as the Ray workers see it (a shared file system); default: ``out``.
     """
 
     dataset: Path
@@ -53,6 +62,11 @@ class TuneSettings:
     num_workers: int = 0
     keep_best: int = 3
     max_checkpoints: int = 32
+    workers: int = 1
+    devices: str | None = None
+    executor: str = "auto"
+    address: str | None = None
+    storage: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -74,6 +88,18 @@ class TuneSettings:
             problems.append("--keep-best must be >= 1")
         if self.max_checkpoints < 1:
             problems.append("--max-checkpoints must be >= 1")
+        if self.workers < 1:
+            problems.append("--workers must be >= 1")
+        if self.executor not in EXECUTORS:
+            problems.append(f"--executor must be one of {', '.join(EXECUTORS)}")
+        if self.devices is not None and self.devices != "auto" and not all(
+            d.strip().isdigit() for d in self.devices.split(",")
+        ):
+            problems.append("--devices must be 'auto' or GPU indices such as 0,1")
+        if self.executor == "inprocess" and (self.workers > 1 or self.devices):
+            problems.append("--executor inprocess runs one step at a time: drop --workers/--devices")
+        if (self.address or self.storage) and self.executor != "ray":
+            problems.append("--address and --storage are options of --executor ray")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,9 @@ import pandas as pd
 
 from qtt_cli import __version__
 from qtt_cli.data import ImageCache, build_cache, discover, meta_features
+from qtt_cli.execution import Executor, Finished, InProcessExecutor, StepTask, check_executor, make_executor
 from qtt_cli.hub import Hub, Weights, ensure_weights_available, load_hub, parse_weights
+from qtt_cli.optimizer.pending import with_in_flight
 from qtt_cli.optimizer import (
     BudgetStatus,
     Optimizer,
@@ -38,6 +40,10 @@ from qtt_cli.worker import FinetuneWorker, StepResult
 
 log = logging.getLogger("qtt")
 
+# Seconds the tuner waits, after the budget, for the steps in flight to cut themselves inside their epoch
+# (they check the deadline after every batch); past it they are cancelled.
+CUT_GRACE_S = 60.0
+
 
 @dataclass
 class PreparedRun:
@@ -52,8 +58,15 @@ class PreparedRun:
     worker: FinetuneWorker
     info: dict[str, Any]
     lock: RunLock  # held from prepare() until the search ends
+    executor: Executor | None = None  # where steps run (qtt_cli.execution); None: in this process, one at a time
+
+    def __post_init__(self) -> None:
+        if self.executor is None:
+            self.executor = InProcessExecutor(self.worker)
 
     def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
         self.lock.__exit__(None, None, None)
 
 
@@ -92,6 +105,7 @@ def prepare(settings: TuneSettings, *, overwrite: bool = False, reporter: Report
     )
     weights = parse_weights(settings.weights)
     ensure_weights_available(hub, weights)
+    check_executor(settings)  # e.g. --executor ray without Ray, --devices 3 on a 2-GPU machine
 
     run_dir = RunDir(settings.out)
     run_dir.check_usable(overwrite=overwrite)
@@ -153,7 +167,8 @@ def _prepare_locked(settings, run_dir, hub, space, weights, splits, overwrite, r
         seed=settings.seed,
         num_workers=settings.num_workers,
     )
-    return PreparedRun(settings, run_dir, hub, weights, cache, optimizer, worker, info, lock)
+    executor = make_executor(settings, run_dir.root, worker, side, on_event=log.info)
+    return PreparedRun(settings, run_dir, hub, weights, cache, optimizer, worker, info, lock, executor)
 
 
 def make_optimizer(
@@ -230,6 +245,10 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
     reporter.prepared({**run.info, "used_s": state.used_s, "steps": state.steps})
     log.info("session %d: budget %.0fs, %.0fs used before", state.sessions, settings.budget_s, state.used_s)
 
+    executor = run.executor
+    if executor.capacity > 1:
+        reporter.message(f"starting {executor.capacity} {executor.name} workers ...")
+    executor.start()  # before the budget's clock: starting workers is preparation, like decoding the dataset
     session_start = time.monotonic()
     used_before = state.used_s
     reason = "budget"
@@ -237,8 +256,23 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
     def used() -> float:
         return used_before + (time.monotonic() - session_start)
 
+    in_flight: dict[str, tuple[Suggestion, int]] = {}  # pipeline id -> (its step in flight, step number shown)
+
+    def finish(finished: Finished) -> None:
+        suggestion, step_number = in_flight.pop(finished.task.pipeline_id)
+        result = finished.result
+        _record(store, suggestion, result, recorded_steps(store.load()))
+        state.steps = recorded_steps(store.load())
+        state.used_s = used()
+        run_dir.write_state(state)
+        pipelines = _mark_stopped(run, pipeline_states(store.load()))
+        _retain_checkpoints(run, pipelines, busy=set(in_flight))
+        reporter.step_finished(_step_event(step_number, suggestion, result, state, pipelines, settings.budget_s))
+        _log_step(suggestion, result)
+
     _STOP.clear()
     try:
+        exhausted = False
         while True:
             if _STOP.is_set():
                 raise KeyboardInterrupt
@@ -248,37 +282,52 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
             if settings.max_steps is not None and state.steps >= settings.max_steps:
                 reason = "max_steps"
                 break
-            pipelines = _mark_stopped(run, pipeline_states(store.load()))
-            suggestion = run.optimizer.ask(pipelines, BudgetStatus(settings.budget_s, used()))
-            if suggestion is None:
-                reason = "exhausted"
-                break
-            run.optimizer.save_state(run.run_dir.optimizer)
-            deadline = time.monotonic() + (settings.budget_s - used())
-            step_number = state.steps + 1  # 1-based, as shown to the user
-            reporter.step_started(
-                step_number, suggestion.pipeline_id, suggestion.config.model,
-                suggestion.start_epoch, suggestion.end_epoch,
-            )
-            result = run.worker.step(
-                suggestion.pipeline_id,
-                suggestion.config,
-                suggestion.start_epoch,
-                suggestion.end_epoch,
-                deadline=deadline,
-            )
-            _record(store, suggestion, result, state.steps)
-            state.steps = recorded_steps(store.load())
-            state.used_s = used()
-            run_dir.write_state(state)
-            pipelines = _mark_stopped(run, pipeline_states(store.load()))
-            _retain_checkpoints(run, pipelines)
-            reporter.step_finished(_step_event(step_number, suggestion, result, state, pipelines, settings.budget_s))
-            _log_step(suggestion, result)
+            # ask whenever a worker is free; the optimizer sees the steps in flight and never proposes one twice
+            while (
+                not exhausted
+                and executor.free_slots > 0
+                and used() < settings.budget_s
+                and (settings.max_steps is None or state.steps + len(in_flight) < settings.max_steps)
+            ):
+                pipelines = _mark_stopped(run, pipeline_states(store.load()))
+                pending = {pid: step for pid, (step, _) in in_flight.items()}
+                suggestion = run.optimizer.ask(
+                    with_in_flight(pipelines, pending), BudgetStatus(settings.budget_s, used())
+                )
+                if suggestion is None:
+                    exhausted = True
+                    break
+                run.optimizer.save_state(run.run_dir.optimizer)
+                step_number = state.steps + len(in_flight) + 1  # 1-based, as shown to the user
+                reporter.step_started(
+                    step_number, suggestion.pipeline_id, suggestion.config.model,
+                    suggestion.start_epoch, suggestion.end_epoch,
+                )
+                in_flight[suggestion.pipeline_id] = (suggestion, step_number)
+                executor.submit(StepTask(suggestion.pipeline_id, suggestion.config, suggestion.start_epoch,
+                                         suggestion.end_epoch, settings.budget_s - used()))  # fmt: skip
+            if not in_flight:
+                if exhausted:
+                    reason = "exhausted"
+                    break
+                continue
+            for finished in executor.wait(timeout=max(0.01, settings.budget_s - used())):
+                finish(finished)
+                exhausted = False  # a finished step may open new candidates
+        # at the budget each step in flight cuts itself inside its epoch (its deadline): record what it completed
+        grace_end = time.monotonic() + CUT_GRACE_S
+        while in_flight and time.monotonic() < grace_end:
+            for finished in executor.wait(timeout=max(0.01, grace_end - time.monotonic())):
+                finish(finished)
+        if in_flight:
+            log.warning("%d step(s) still running %.0f s after the budget: cancelled", len(in_flight), CUT_GRACE_S)
+            executor.cancel()
     except KeyboardInterrupt:
         reason = "interrupted"
-        log.warning("interrupted by the user; the step in flight was discarded")
+        executor.cancel()
+        log.warning("interrupted by the user; the step(s) in flight were discarded")
     finally:
+        executor.close()
         state.used_s = min(used(), max(settings.budget_s, state.used_s))
         run_dir.write_state(state)
 
@@ -331,15 +380,20 @@ def _best(pipelines: Mapping[str, PipelineState]) -> PipelineState | None:
     return max(scored, key=lambda p: p.best) if scored else None
 
 
-def _retain_checkpoints(run: PreparedRun, pipelines: Mapping[str, PipelineState]) -> None:
+def _retain_checkpoints(
+    run: PreparedRun, pipelines: Mapping[str, PipelineState], busy: Set[str] = frozenset()
+) -> None:
     """Keep the latest checkpoint of pipelines the optimizer may continue (at most ``max_checkpoints``, the
     best ones) and the best weights of the top ``keep_best`` pipelines; delete the rest so that long runs
-    do not fill the disk."""
+    do not fill the disk. Pipelines in ``busy`` (a step in flight on a worker, which reads and writes their
+    checkpoints) are left alone."""
     ranked = sorted((p for p in pipelines.values() if p.best is not None), key=lambda p: -p.best)
     top = {p.pipeline_id for p in ranked[: run.settings.keep_best]}
     may_continue = run.optimizer.may_continue(pipelines)
     continuable = [p.pipeline_id for p in ranked if p.pipeline_id in may_continue][: run.settings.max_checkpoints]
     for pid, pipeline in pipelines.items():
+        if pid in busy:
+            continue
         if pid in continuable:
             run.worker.prune_checkpoints(pid, keep_epoch=pipeline.epochs)
         elif pid in top:
