@@ -29,6 +29,7 @@ app.command("export-best")(export_best_command)
 app.command("predict")(predict_command)
 app.command("meta-train")(__import__("qtt_cli.cli.meta", fromlist=["meta_train_command"]).meta_train_command)
 app.command("bench")(__import__("qtt_cli.cli.bench", fromlist=["bench_command"]).bench_command)
+app.command("report")(__import__("qtt_cli.cli.report", fromlist=["report_command"]).report_command)
 app.add_typer(hub_app, name="hub")
 app.add_typer(space_app, name="space")
 

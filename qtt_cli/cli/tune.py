@@ -72,6 +72,7 @@ def tune_command(
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --out and start over.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write RUNDIR/report/index.html.")] = False,
 ) -> None:
     """Search for the best pretrained model and finetuning recipe within the budget."""
     from qtt_cli.tuner import TuneSettings, parse_budget, tune
@@ -104,6 +105,7 @@ def tune_command(
         reporter = make_reporter(quiet=quiet)
         with _sigterm_as_interrupt():
             summary = tune(settings, overwrite=overwrite, reporter=reporter)
+    _report(summary, no_report, quiet)
     _finish(summary, json_output)
 
 
@@ -113,6 +115,7 @@ def resume_command(
     max_steps: Annotated[int | None, typer.Option(help="New total step limit.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write RUNDIR/report/index.html.")] = False,
 ) -> None:
     """Continue an interrupted or finished run with its saved settings."""
     from qtt_cli.tuner import parse_budget, resume
@@ -124,6 +127,7 @@ def resume_command(
             max_steps=max_steps,
             reporter=make_reporter(quiet=quiet),
         )
+    _report(summary, no_report, quiet)
     _finish(summary, json_output)
 
 
@@ -144,6 +148,14 @@ def _sigterm_as_interrupt():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _report(summary, no_report: bool, quiet: bool) -> None:
+    """The run report, after the search returned (also after Ctrl-C, which the search turns into a summary)."""
+    if not no_report:
+        from qtt_cli.cli.report import report_after_run
+
+        report_after_run(summary.run_dir, quiet=quiet)
 
 
 def _finish(summary, json_output: bool) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -95,6 +95,12 @@ class Suggestion:
     config: PipelineConfig | None  # None only in replay (see PipelineState)
     start_epoch: int
     end_epoch: int
+    # What the optimizer expected of this step, when it predicts (Quick-Tune): validation top-1 (%) at
+    # ``end_epoch`` with its std, and the seconds of the step. Recorded in the store for `qtt report`; not
+    # part of what the step *is*, so two suggestions of the same step compare equal.
+    predicted_val_top1: float | None = field(default=None, compare=False)
+    predicted_val_std: float | None = field(default=None, compare=False)
+    predicted_cost_s: float | None = field(default=None, compare=False)
 
 
 class Optimizer(abc.ABC):

@@ -235,7 +235,12 @@ class QuickTune(Optimizer):
             if affordable.any():
                 scores, z = np.where(affordable, scores, -np.inf), np.where(affordable, z, -np.inf)
         best = int(np.argmax(scores)) if scores.max() > 0 else int(np.argmax(z))  # EI underflow: best z
-        return self._suggest(candidates, best, pipelines)
+        return replace(
+            self._suggest(candidates, best, pipelines),
+            predicted_val_top1=float(np.asarray(prediction.mean)[best]),
+            predicted_val_std=float(np.asarray(prediction.std)[best]),
+            predicted_cost_s=float(np.asarray(prediction.cost_s)[best]),
+        )
 
     def scores(
         self, curveset: CurveSet, candidates: _Candidates, prediction: Any, budget: BudgetStatus | None = None

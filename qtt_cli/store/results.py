@@ -31,6 +31,10 @@ METRIC_COLUMNS = (
     "step",  # index of the tuner step that produced the row
     "status",  # ok | failed | diverged | interrupted
     "error",
+    # What the optimizer predicted for the step, on the row of the epoch it predicted (Quick-Tune only):
+    "pred_val_top1",  # validation top-1 (%) expected at this epoch
+    "pred_val_std",  # its standard deviation (percentage points)
+    "pred_cost_s",  # seconds expected for the whole step (all its epochs)
 )
 COLUMNS = ("pipeline_id",) + HYPERPARAMETER_COLUMNS + METRIC_COLUMNS
 
@@ -54,6 +58,9 @@ _DTYPES: dict[str, str] = {
     "step": "Int64",
     "status": "string",
     "error": "string",
+    "pred_val_top1": "float64",
+    "pred_val_std": "float64",
+    "pred_cost_s": "float64",
 }
 
 

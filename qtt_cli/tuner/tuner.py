@@ -372,6 +372,9 @@ def _record(store, suggestion: Suggestion, result: StepResult, step: int) -> Non
     )
     if result.status == "interrupted" and rows:
         rows[-1]["status"] = "interrupted"
+    if rows and suggestion.predicted_val_top1 is not None and rows[-1]["epoch"] == suggestion.end_epoch:
+        rows[-1].update(pred_val_top1=suggestion.predicted_val_top1, pred_val_std=suggestion.predicted_val_std,
+                        pred_cost_s=suggestion.predicted_cost_s)  # for `qtt report`
     store.append(rows)
 
 
