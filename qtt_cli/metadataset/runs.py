@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from qtt_cli.space.config import ConfigError, PipelineConfig
-from qtt_cli.store.results import HYPERPARAMETER_COLUMNS, RESULTS_FILE, ResultsStore
+from qtt_cli.store.results import HYPERPARAMETER_COLUMNS, RESULTS_FILE, ResultsStore, charged_costs
 
 from .curveset import META_FEATURE_NAMES, CurveSet, build_curveset
 from .quicktune_format import MetaDatasetError
@@ -70,7 +70,9 @@ def load_run(run_dir: Path) -> CurveSet:
 def _observed_prefix(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Scored epochs 1, 2, ... k (the last row wins when an epoch was recorded twice)."""
     scored = rows[rows["val_top1"].notna() & rows["epoch"].notna()]
-    by_epoch = {int(r.epoch): (float(r.val_top1), float(r.cost_s)) for r in scored.itertuples()}
+    # seconds charged: the epoch's cost_s plus its step's overhead_s (on the step's first row)
+    charged = charged_costs(scored)
+    by_epoch = {int(r.epoch): (float(r.val_top1), c) for r, c in zip(scored.itertuples(), charged, strict=True)}
     curve, cost = [], []
     epoch = 1
     while epoch in by_epoch and np.isfinite(by_epoch[epoch][0]):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from qtt_cli.space.config import PipelineConfig
-from qtt_cli.store.results import HYPERPARAMETER_COLUMNS
+from qtt_cli.store.results import HYPERPARAMETER_COLUMNS, charged_costs
 
 # "stopped": the run gave up its checkpoint (``qtt tune --max-checkpoints``), so it cannot be continued.
 # Never written to the store: the tuner marks it from the checkpoint folder, which is the truth on resume.
@@ -173,7 +173,7 @@ def pipeline_states(history: pd.DataFrame) -> dict[str, PipelineState]:
             pipeline_id=str(pid),
             config=config,
             curve=tuple(float(v) for v in done["val_top1"]),
-            costs=tuple(float(v) for v in done["cost_s"]),
+            costs=tuple(charged_costs(done)),  # epoch + step overhead: what the cost predictor learns
             status=str(last["status"]),
             error=None if pd.isna(last["error"]) else str(last["error"]),
             failed_steps=int(rows.loc[rows["status"] == "failed", "step"].nunique()),

@@ -27,6 +27,7 @@ METRIC_COLUMNS = (
     "val_loss",
     "train_loss",
     "cost_s",  # seconds of training + evaluation spent on this epoch
+    "overhead_s",  # seconds of the step outside its epochs' cost_s, on the step's first row (0 on the others)
     "wall_time",  # UTC time the row was recorded
     "step",  # index of the tuner step that produced the row
     "status",  # ok | failed | diverged | interrupted
@@ -55,6 +56,7 @@ _DTYPES: dict[str, str] = {
     "val_loss": "float64",
     "train_loss": "float64",
     "cost_s": "float64",
+    "overhead_s": "float64",
     "step": "Int64",
     "status": "string",
     "error": "string",
@@ -111,9 +113,14 @@ def make_rows(
     error: str | None,
     wall_time: pd.Timestamp,
     failed_epoch: int | None = None,
+    overhead_s: float | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for one worker step: one per completed epoch, plus one without metrics for a step that
-    failed or diverged before completing an epoch (so that failures are visible in the store)."""
+    failed or diverged before completing an epoch (so that failures are visible in the store).
+
+    ``overhead_s`` (the step's seconds outside its epochs, ``StepResult.overhead_s``) goes on the step's
+    first row and 0 on the others, so that the sum of ``cost_s + overhead_s`` over a step's rows is its
+    wall time."""
     base = {"pipeline_id": pipeline_id, **config.to_dict(), "step": step, "wall_time": wall_time}
     rows = [
         {
@@ -133,7 +140,20 @@ def make_rows(
             rows[-1]["status"], rows[-1]["error"] = status, error
         else:
             rows.append({**base, "epoch": failed_epoch, "status": status, "error": error})
+    if overhead_s is not None:
+        for i, row in enumerate(rows):
+            row["overhead_s"] = float(overhead_s) if i == 0 else 0.0
     return rows
+
+
+def charged_costs(rows: pd.DataFrame) -> list[float]:
+    """Per row: ``cost_s`` plus ``overhead_s`` (on a step's first row; absent in stores written before the
+    column existed), i.e. what the budget was charged for that epoch. The cost predictor learns these, so
+    model builds, restores and checkpoint writes are not free in its eyes."""
+    cost = rows["cost_s"].astype("float64")
+    if "overhead_s" in rows.columns:
+        cost = cost + rows["overhead_s"].astype("float64").fillna(0.0)
+    return [float(v) for v in cost]
 
 
 def _empty_frame() -> pd.DataFrame:

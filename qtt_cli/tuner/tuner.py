@@ -369,6 +369,7 @@ def _record(store, suggestion: Suggestion, result: StepResult, step: int) -> Non
         error=result.error,
         wall_time=pd.Timestamp.now(tz="UTC"),
         failed_epoch=suggestion.start_epoch + 1,
+        overhead_s=result.overhead_s,
     )
     if result.status == "interrupted" and rows:
         rows[-1]["status"] = "interrupted"

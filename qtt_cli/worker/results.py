@@ -39,6 +39,9 @@ class StepResult:
     ``epochs`` lists only completed epochs (each one has a checkpoint). ``error`` is ``None`` for ``ok`` and
     ``interrupted``; for ``failed`` it is ``"ExceptionType: message"``; for ``diverged`` it says where.
     ``notes`` are facts worth showing a user (e.g. "amp requested but not used on CPU").
+    ``overhead_s``: seconds of the step outside its epochs' ``cost_s`` (model build or restore, DELTA's
+    attention, Co-Tuning's relationship, checkpoint writes, out-of-memory retries, an epoch cut at the
+    deadline), so that ``overhead_s + sum(cost_s)`` is the step's wall time.
     """
 
     pipeline_id: str
@@ -46,6 +49,7 @@ class StepResult:
     status: Status
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    overhead_s: float = 0.0
 
     @property
     def last_epoch(self) -> int | None:

@@ -141,18 +141,24 @@ class FinetuneWorker:
                              f"got start_epoch={start_epoch}, end_epoch={end_epoch}")
         epochs: list[EpochResult] = []
         notes: list[str] = []
+        started = time.perf_counter()
+        status, error = "ok", None
         try:
             self._train(pipeline_id, config, start_epoch, end_epoch, deadline, epochs, notes)
-            return StepResult(pipeline_id, epochs, "ok", None, notes)
         except _Interrupted:
-            return StepResult(pipeline_id, epochs, "interrupted", None, notes)
+            status = "interrupted"
         except _Diverged as e:
-            return StepResult(pipeline_id, epochs, "diverged", str(e), notes)
+            status, error = "diverged", str(e)
         except Exception as e:  # a bad pipeline (or an OOM) must not take the tuner down
-            return StepResult(pipeline_id, epochs, "failed", f"{type(e).__name__}: {e}", notes)
+            status, error = "failed", f"{type(e).__name__}: {e}"
         finally:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+        # Everything else the step spent (model build, checkpoint restore and writes, DELTA's attention,
+        # Co-Tuning's relationship, out-of-memory retries, an epoch cut at the deadline): the budget charges
+        # it, so the store records it and the cost predictor learns it.
+        overhead = max(0.0, time.perf_counter() - started - sum(e.cost_s for e in epochs))
+        return StepResult(pipeline_id, epochs, status, error, notes, overhead_s=overhead)
 
     def prune_checkpoints(self, pipeline_id: str, keep_epoch: int | None) -> list[int]:
         """Delete the epoch checkpoints of ``pipeline_id`` except ``keep_epoch``; return those deleted."""
@@ -168,44 +174,45 @@ class FinetuneWorker:
     # ------------------------------------------------------------------ the step
 
     def _train(self, pid, config, start_epoch, end_epoch, deadline, epochs, notes) -> None:
-        if start_epoch == end_epoch:
-            return
-        _check_deadline(deadline)
-        t_setup = time.perf_counter()
-        run = self._prepare(pid, config, start_epoch, notes)
-        overhead = time.perf_counter() - t_setup
-        cold_start_cost = self._cold_start(pid, run, config, deadline, notes) if start_epoch == 0 else 0.0
-        for e in range(start_epoch, end_epoch):
-            while True:  # a CUDA out-of-memory error halves the batch size and restarts the epoch
-                _check_deadline(deadline)
+        """Epochs ``start_epoch + 1 .. end_epoch``. One out-of-memory handler covers all of the step's work:
+        building or restoring the run (DELTA's attention and Co-Tuning's relationship pass run there), the SPG
+        cold start, training and evaluation. Out of memory anywhere halves the batch size and redoes the work
+        since the last completed epoch from that epoch's state (or from scratch before epoch 1)."""
+        run: _Run | None = None
+        batch_size: int | None = None  # None: the configured one, or the smaller one a checkpoint carries
+        cold_start_cost = 0.0
+        e = start_epoch
+        while e < end_epoch:
+            _check_deadline(deadline)
+            try:
+                if run is None:
+                    run = self._prepare(pid, config, e, notes, batch_size=batch_size)
+                    cold_start_cost = self._cold_start(pid, run, config, deadline, notes) if e == 0 else 0.0
                 seeding.reseed(seeding.stable_seed(self.seed, pid, "epoch", e), run.generator)
                 group = run.optimizer.param_groups[0]
                 lr = float(group["lr"]) / group.get("lr_scale", 1.0)  # the schedule's LR, before layer decay
                 t0 = time.perf_counter()
-                try:
-                    train_loss = self._train_epoch(run, config, deadline)
-                    if not math.isfinite(train_loss):
-                        raise _Diverged(f"training loss is {train_loss} in epoch {e + 1}")
-                    val_top1, val_loss = self._evaluate(run, deadline)
-                    break
-                except torch.OutOfMemoryError:
-                    pass  # handled below, once the exception no longer holds the failed epoch's tensors
-                failed = run.batch_size
+                train_loss = self._train_epoch(run, config, deadline)
+                if not math.isfinite(train_loss):
+                    raise _Diverged(f"training loss is {train_loss} in epoch {e + 1}")
+                val_top1, val_loss = self._evaluate(run, deadline)
+                failed = None
+            except torch.OutOfMemoryError:
+                # handled below, once the exception no longer holds the failed work's tensors
+                failed = run.batch_size if run is not None else self._tried_batch_size(pid, config, e, batch_size)
+            if failed is not None:
                 run = None  # free the failed run before rebuilding it
-                run = self._rebuild_smaller(pid, config, e, failed, notes)
-                if e == 0:
-                    cold_start_cost = self._cold_start(pid, run, config, deadline, notes)
+                batch_size = self._smaller(failed, e, notes)
+                continue
             cost = time.perf_counter() - t0 + (cold_start_cost if e == 0 else 0.0)
             if not math.isfinite(val_loss):
                 raise _Diverged(f"validation loss is {val_loss} after epoch {e + 1}")
             run.scheduler.step(e + 1, val_top1)
-            t_save = time.perf_counter()
             run.history.append({"epoch": e + 1, "lr": lr, "train_loss": train_loss, "val_top1": val_top1,
                                 "val_loss": val_loss, "cost_s": cost})
             self._save(pid, config, run, e + 1, val_top1, val_loss)
-            overhead += time.perf_counter() - t_save
             epochs.append(EpochResult(e + 1, val_top1, val_loss, train_loss, cost))
-        notes.append(f"step overhead outside epoch costs: {overhead:.2f} s (model build, checkpoints)")
+            e += 1
 
     def _cold_start(self, pid: str, run: _Run, config: PipelineConfig, deadline: float | None,
                     notes: list[str]) -> float:
@@ -245,17 +252,27 @@ class FinetuneWorker:
                      f"({cost:.2f} s, counted in epoch 1's cost)")
         return cost
 
-    def _rebuild_smaller(self, pid: str, config: PipelineConfig, epoch: int, failed: int,
-                         notes: list[str]) -> _Run:
-        """The run as it was before ``epoch`` (from its checkpoint, or fresh at epoch 0) with half the batch size
-        ``failed`` that ran out of memory. The smaller size is saved in the checkpoints and kept on continuation."""
+    def _smaller(self, failed: int, epoch: int, notes: list[str]) -> int:
+        """Half the batch size ``failed`` that ran out of memory, after freeing what the failed work held; the
+        run is then rebuilt as it was before ``epoch`` (from its checkpoint, or fresh at epoch 0). The smaller
+        size is saved in the checkpoints and kept on continuation."""
         smaller = _halved(failed)
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         notes.append(f"batch size {failed} does not fit in {self.device.type} memory: halved to {smaller}, "
                      f"epoch {epoch + 1} restarted; the pipeline continues with {smaller}")
-        return self._prepare(pid, config, epoch, notes, batch_size=smaller)
+        return smaller
+
+    def _tried_batch_size(self, pid: str, config: PipelineConfig, epoch: int, batch_size: int | None) -> int:
+        """The batch size a ``_prepare`` that ran out of memory was building with (a rare path: it reads the
+        checkpoint's saved size again)."""
+        if batch_size is not None:
+            return batch_size
+        if epoch == 0:
+            return config.batch_size
+        state = checkpoint.load_epoch(checkpoint.epoch_path(self.checkpoint_root, pid, epoch))
+        return int(state.get("batch_size", config.batch_size))
 
     def _prepare(self, pid: str, config: PipelineConfig, start_epoch: int, notes: list[str],
                  batch_size: int | None = None) -> _Run:
