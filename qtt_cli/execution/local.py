@@ -109,6 +109,7 @@ class LocalProcessExecutor(Executor):
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         self._started = False
+        self.idle_s: list[float] = []  # per step after a worker's first: seconds between its result and next step
 
     # ------------------------------------------------------------------ interface
 
@@ -216,13 +217,15 @@ class LocalProcessExecutor(Executor):
         """Read every message of ``w``; False when its process is gone."""
         try:
             while w.conn.poll():
-                kind, payload = w.conn.recv()
+                kind, payload, *extra = w.conn.recv()
                 if kind == "ready":
                     w.ready, w.pid = True, payload
                     self.on_event(f"worker {w.slot.name} (pid {payload}) ready in {time.monotonic() - w.started:.1f} s")
                 elif kind == "result" and w.task is not None:
                     finished.append(Finished(w.task, result_from_dict(payload), w.slot.name))
                     w.task = None
+                    if extra and extra[0] is not None:
+                        self.idle_s.append(float(extra[0]))
                 elif kind == "error":
                     raise ExecutorError(f"worker {w.slot.name} could not start: {payload}")
         except (EOFError, OSError):
@@ -273,6 +276,7 @@ def worker_main(conn: Connection, spec: dict[str, Any], env: dict[str, str], cpu
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", os.getpid()))
+    last_done = None
     while True:
         try:
             kind, payload = conn.recv()
@@ -280,7 +284,11 @@ def worker_main(conn: Connection, spec: dict[str, Any], env: dict[str, str], cpu
             return  # the tuner is gone
         if kind == "stop":
             return
-        conn.send(("result", run_task(worker, payload)))
+        # idle: from sending the previous result to receiving this step (the tuner's recording, asking, IPC)
+        idle = None if last_done is None else time.monotonic() - last_done
+        result = run_task(worker, payload)
+        last_done = time.monotonic()
+        conn.send(("result", result, idle))
 
 
 def _die_with_parent(parent_pid: int) -> None:
