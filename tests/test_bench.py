@@ -193,3 +193,79 @@ def test_optimizers_that_plan_with_the_budget_are_scored_on_the_run_with_that_bu
     assert table[10.0] == pytest.approx(0.1)  # from the 10 s run, not the 100 s run's prefix (0.8)
     assert table[100.0] == pytest.approx(0.0)
     assert table[table.index > 20.0].iloc[0] == pytest.approx(0.8)  # between budgets: the larger run
+
+
+# --- issue 10: honest cache, paired differences, the degenerate records --------------------------------------
+
+
+def test_cached_fold_priors_are_retrained_when_the_code_or_the_meta_training_defaults_change(
+    tiny_meta_dataset, tmp_path, monkeypatch
+):
+    import qtt_cli.surrogate as surrogate_package
+    from qtt_cli.bench import runner
+    from qtt_cli.bench.runner import BenchSettings, assign_folds, fold_priors
+    from qtt_cli.metadataset import load_meta_dataset
+
+    curvesets = load_meta_dataset(tiny_meta_dataset)
+    folds = assign_folds([cs.name for cs in curvesets], 2)
+    settings = BenchSettings(meta_dataset=tiny_meta_dataset, out=tmp_path, folds=2, meta_iterations=2)
+    trained = []
+    real = surrogate_package.meta_train
+
+    def counting(*args, **kwargs):
+        trained.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(surrogate_package, "meta_train", counting)
+    directory = tmp_path / "fold-0"
+    fold_priors(curvesets, folds, 0, settings, directory)
+    fold_priors(curvesets, folds, 0, settings, directory)
+    assert len(trained) == 1  # unchanged: reused
+    key = json.loads((directory / "fold.json").read_text())["key"]
+    assert len(key["code_sha256"]) == 64 and key["defaults"]["hyper"]["feature_dim"] == 16
+
+    fingerprint = runner.meta_training_fingerprint()
+    monkeypatch.setitem(surrogate_package.DEFAULT_HYPER, "feature_dim", 8)  # a changed default
+    assert runner.meta_training_fingerprint() != fingerprint
+    fold_priors(curvesets, folds, 0, settings, directory)
+    assert len(trained) == 2
+    monkeypatch.setattr(runner, "meta_training_fingerprint", lambda: {**fingerprint, "code_sha256": "0" * 64})
+    fold_priors(curvesets, folds, 0, settings, directory)  # changed code
+    assert len(trained) == 3
+
+
+def test_paired_differences_are_per_dataset_and_seed_with_their_standard_error():
+    from qtt_cli.bench.metrics import paired_differences
+
+    rows = []
+    for dataset, base in (("x", 0.5), ("y", 0.1)):
+        for seed, noise in ((0, 0.0), (1, 0.02)):
+            rows.append({"dataset": dataset, "seed": seed, "budget_h": 1.0, "optimizer": "quicktune", "regret": base})
+            rows.append({"dataset": dataset, "seed": seed, "budget_h": 1.0, "optimizer": "random",
+                         "regret": base + 0.1 + noise})  # fmt: skip
+    paired = paired_differences(pd.DataFrame(rows), "quicktune")
+    (row,) = paired.to_dict("records")
+    assert row["optimizer"] == "random" and row["pairs"] == 4
+    assert row["mean_diff"] == pytest.approx(0.11)
+    assert row["se"] == pytest.approx(np.std([0.1, 0.12, 0.1, 0.12], ddof=1) / 2)  # the datasets' spread cancels
+
+
+def test_the_bench_can_drop_the_degenerate_records_from_the_candidates(tmp_path):
+    """A linear-probing record of one epoch with the dataset's best accuracy: the paper's protocol replays it
+    (and it sets y_max); with --drop-degenerate it is neither a candidate nor part of the regret range."""
+    configs = [PipelineConfig(model="dla46x_c", lr=lr, linear_probing=i == 0)
+               for i, lr in enumerate((1e-5, 5e-5, 1e-4))]  # fmt: skip
+    curves = [np.array([90.0]), np.array([10.0, 40.0, 50.0]), np.array([20.0, 30.0])]
+    costs = [np.array([1.0]), np.ones(3), np.ones(2)]
+    sets = [build_curveset(name, configs, curves, costs, META, 3, config_ids=[f"{name}{i}" for i in range(3)])
+            for name in ("lp", "twin")]  # fmt: skip
+    write_meta_dataset(sets, tmp_path / "meta")
+    for flag, best in (([], 90.0), (["--drop-degenerate"], 50.0)):
+        out = tmp_path / f"bench{len(flag)}"
+        result = CliRunner().invoke(app, [
+            "bench", "--meta-dataset", str(tmp_path / "meta"), "--out", str(out), "--budgets", "1m",
+            "--seeds", "1", "--folds", "2", "--datasets", "lp", "--optimizers", "random", "--quiet", *flag,
+        ])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        final = pd.read_csv(out / "results.csv").sort_values("budget_s").iloc[-1]
+        assert final["best_val_top1"] == best and final["regret"] == 0.0

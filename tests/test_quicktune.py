@@ -277,3 +277,45 @@ def test_a_resumed_quicktune_decides_as_the_uninterrupted_one(tmp_path):
     assert head + steps(resumed, run, 7) == uninterrupted
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [f"surrogate-{first._fitted_n:06d}"]
     assert not optimizer().load_state(tmp_path / "nothing")
+
+
+class _SlowStarterSurrogate(FakeSurrogate):
+    """Means by config id at the next epoch (``means``) and from epoch 2 on (``late``)."""
+
+    late: dict = {}
+
+    def copy(self):
+        twin = _SlowStarterSurrogate(self.means, self.epoch_costs, self.default_mean, self.std, self.log)
+        twin.late = self.late
+        return twin
+
+    def predict(self, curveset, rows, target_epochs, from_epochs):
+        pred = super().predict(curveset, rows, target_epochs, from_epochs)
+        ids = [curveset.config_ids[int(r)] for r in rows]
+        late = np.array([self.late.get(i, m) for i, m in zip(ids, pred.mean, strict=True)])
+        return type(pred)(np.where(np.asarray(target_epochs) >= 2, late, pred.mean), pred.std, pred.cost_s)
+
+
+def test_a_random_horizon_starts_a_slow_starter_that_next_epoch_ei_never_would(monkeypatch):
+    """e is predicted near chance after its first epoch and far above everything later (a slow starter):
+    next-epoch EI is ~0 for it, so plain Quick-Tune continues the plateaued a; scored also at a horizon of
+    3 epochs (EI at epoch 3 per second of 3 epochs), e is started."""
+    from qtt_cli.optimizer import AcquisitionSettings
+
+    history = {"a": state("a", [60.0])}
+    surrogate = _SlowStarterSurrogate(means={"a": 60, "e": 5}, default_mean=0, std=1.0)
+    surrogate.late = {"a": 60, "e": 90}
+    assert quicktune(surrogate).ask(history).pipeline_id == "a"
+    opt = quicktune(surrogate, acquisition=AcquisitionSettings(horizon=True))
+    monkeypatch.setattr(opt, "horizon_epochs", lambda observations: 3)
+    suggestion = opt.ask(history)
+    assert (suggestion.pipeline_id, suggestion.start_epoch, suggestion.end_epoch) == ("e", 0, 1)  # still Δt = 1
+
+
+def test_the_random_horizon_is_reproducible_and_within_the_epoch_limit():
+    from qtt_cli.optimizer import AcquisitionSettings
+
+    opt = quicktune(FakeSurrogate(), acquisition=AcquisitionSettings(horizon=True))
+    draws = [opt.horizon_epochs(n) for n in range(200)]
+    assert draws == [opt.horizon_epochs(n) for n in range(200)]
+    assert set(draws) == {1, 2, 3, 4}  # 1 .. max_epochs of the toy recording

@@ -1,6 +1,6 @@
 """Replay benchmark: optimizers compared on recorded learning curves instead of training (`qtt bench`)."""
 
-from qtt_cli.bench.metrics import normalized_regret, regret_range, summarize
+from qtt_cli.bench.metrics import normalized_regret, paired_differences, regret_range, summarize
 from qtt_cli.bench.replay import Replay, ReplayError, Trace, recorded_configs, replay
 from qtt_cli.bench.runner import OPTIMIZERS, BenchResult, BenchSettings, run_bench
 
@@ -12,6 +12,7 @@ __all__ = [
     "ReplayError",
     "Trace",
     "normalized_regret",
+    "paired_differences",
     "recorded_configs",
     "regret_range",
     "replay",

@@ -14,7 +14,7 @@ import pandas as pd
 
 from qtt_cli.metadataset import CurveSet
 
-__all__ = ["normalized_regret", "regret_range", "summarize"]
+__all__ = ["normalized_regret", "paired_differences", "regret_range", "summarize"]
 
 
 def regret_range(curveset: CurveSet) -> tuple[float, float]:
@@ -33,6 +33,21 @@ def normalized_regret(best: np.ndarray, y_min: float, y_max: float) -> np.ndarra
         return np.where(np.isnan(best), 1.0, 0.0)
     regret = (y_max - best) / span
     return np.clip(np.where(np.isnan(best), 1.0, regret), 0.0, 1.0)
+
+
+def paired_differences(results: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per budget and optimizer: the mean over (dataset, seed) pairs of ``regret(optimizer) −
+    regret(reference)`` and its standard error (std / sqrt(pairs)). Positive = the optimizer is worse than
+    ``reference``. Pairing removes the dataset-to-dataset spread, which dominates the unpaired std."""
+    keys = ["dataset", "seed", "budget_h"]
+    ref = results[results["optimizer"] == reference].set_index(keys)["regret"]
+    rows = []
+    for (budget, opt), group in results[results["optimizer"] != reference].groupby(["budget_h", "optimizer"]):
+        diff = (group.set_index(keys)["regret"] - ref).dropna()
+        n = len(diff)
+        rows.append({"budget_h": budget, "optimizer": opt, "reference": reference, "mean_diff": float(diff.mean()),
+                     "se": float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"), "pairs": n})  # fmt: skip
+    return pd.DataFrame(rows, columns=["budget_h", "optimizer", "reference", "mean_diff", "se", "pairs"])
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,11 @@ Protocol (Section 6 and Appendix A.1 of the Quick-Tune paper):
 - Leave-datasets-out meta-training: the datasets are split into ``folds`` folds; the priors used on a dataset
   are meta-trained on the other folds only (a few of those datasets held out for early stopping), so a
   dataset is never in the meta-training data of its own benchmark run. Each fold's surrogate is cached in
-  ``OUT/priors/fold-K`` and reused when the fold and the meta-training settings are unchanged.
+  ``OUT/priors/fold-K`` and reused only when the fold, the meta-training settings, their defaults and the
+  code that meta-trains are unchanged (a hash of the ``surrogate`` and ``metadataset`` sources is part of
+  the key). Meta-training leaves out the meta-dataset's degenerate records (``qtt_cli.metadataset.degenerate``).
+- ``drop_degenerate``: those records are also removed from the replayed candidates (and from the regret
+  range), so that a gain cannot come from them; off by default (the paper's protocol).
 - Each (dataset, optimizer, seed) search runs once with the largest budget, and the smaller budgets are read
   off the same trace, for optimizers that do not plan with the budget (a shorter search is then a prefix of
   a longer one). Quick-Tune with cost cooling (an ablation) plans with it, so it runs once per budget;
@@ -28,9 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qtt_cli.bench.metrics import normalized_regret, regret_range, summarize
+from qtt_cli.bench.metrics import normalized_regret, paired_differences, regret_range, summarize
 from qtt_cli.bench.replay import Trace, recorded_configs, replay
-from qtt_cli.metadataset import CurveSet, load_meta_dataset
+from qtt_cli.metadataset import CurveSet, load_meta_dataset, without_degenerate
 from qtt_cli.optimizer import Optimizer, RandomSearch, SuccessiveHalving
 
 __all__ = ["OPTIMIZERS", "BenchSettings", "BenchResult", "assign_folds", "make_optimizer", "run_bench"]
@@ -44,18 +48,21 @@ OPTIMIZERS: dict[str, tuple[str, bool]] = {
     "quicktune-no-meta": ("QT −M (no meta-learning)", False),
     "quicktune": ("Quick-Tune", True),
     "quicktune-cooled": ("Quick-Tune + cost cooling", True),
+    "quicktune-horizon": ("Quick-Tune + random horizon", True),
 }
-# Quick-Tune variants: name -> (meta-learned priors, cost-aware, cost cooling)
-_VARIANTS: dict[str, tuple[bool, bool, bool]] = {
-    "dyhpo": (False, False, False),
-    "quicktune-no-cost": (True, False, False),
-    "quicktune-no-meta": (False, True, False),
-    "quicktune": (True, True, False),
-    "quicktune-cooled": (True, True, True),
+# Quick-Tune variants: name -> (meta-learned priors, cost-aware, cost cooling, random horizon)
+_VARIANTS: dict[str, tuple[bool, bool, bool, bool]] = {
+    "dyhpo": (False, False, False, False),
+    "quicktune-no-cost": (True, False, False, False),
+    "quicktune-no-meta": (False, True, False, False),
+    "quicktune": (True, True, False, False),
+    "quicktune-cooled": (True, True, True, False),
+    "quicktune-horizon": (True, True, False, True),
 }
 
 RESULTS_FILE = "results.csv"
 SUMMARY_FILE = "summary.csv"
+PAIRED_FILE = "paired.csv"
 PLOT_FILE = "regret.png"
 GRID_POINTS = 48
 
@@ -76,6 +83,7 @@ class BenchSettings:
         delta_t: epochs per freeze-thaw step.
         meta_iterations: meta-training iterations per fold (Algorithm 2), with early stopping.
         jobs: parallel processes for the searches.
+        drop_degenerate: remove the meta-dataset's degenerate records from the replayed candidates.
     """
 
     meta_dataset: Path
@@ -90,6 +98,7 @@ class BenchSettings:
     meta_iterations: int = 2000
     jobs: int = 1
     meta_options: dict[str, Any] = field(default_factory=dict)
+    drop_degenerate: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -155,10 +164,10 @@ def make_optimizer(name: str, curveset: CurveSet, *, priors: Any, seed: int, del
 
     if name not in _VARIANTS:
         raise ValueError(f"unknown optimizer {name!r}")
-    use_meta, use_cost, cooling = _VARIANTS[name]
+    use_meta, use_cost, cooling, horizon = _VARIANTS[name]
     if use_meta and priors is None:
         raise ValueError(f"{name} needs meta-learned priors")
-    acquisition = AcquisitionSettings(cost_cooling=cooling, skip_unaffordable=cooling)
+    acquisition = AcquisitionSettings(cost_cooling=cooling, skip_unaffordable=cooling, horizon=horizon)
     return QuickTune.for_recorded(
         curveset, delta_t=delta_t, priors=priors if use_meta else None, use_cost=use_cost, seed=seed,
         acquisition=acquisition,
@@ -167,7 +176,7 @@ def make_optimizer(name: str, curveset: CurveSet, *, priors: Any, seed: int, del
 
 def plans_with_budget(name: str) -> bool:
     """Whether optimizer ``name`` runs once per budget (see the module docstring)."""
-    use_meta, use_cost, cooling = _VARIANTS.get(name, (False, False, False))
+    use_meta, use_cost, cooling, _ = _VARIANTS.get(name, (False, False, False, False))
     return use_cost and cooling
 
 
@@ -176,6 +185,7 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
     ``regret.png`` into ``settings.out``. ``progress(stage, done, total)`` is called as work completes."""
     progress = progress or (lambda stage, done, total: None)
     curvesets = load_meta_dataset(settings.meta_dataset)
+    replayed = [without_degenerate(cs) for cs in curvesets] if settings.drop_degenerate else curvesets
     names = [cs.name for cs in curvesets]
     bench_names = list(settings.datasets) if settings.datasets else names
     unknown = sorted(set(bench_names) - set(names))
@@ -198,7 +208,7 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
     seeds = range(settings.first_seed, settings.first_seed + settings.seeds)
     tasks = [
         _Task(settings.meta_dataset, name, opt, seed, str(priors_dirs.get(fold_of[name], "")), settings.delta_t,
-              budget)
+              budget, settings.drop_degenerate)
         for name in bench_names for opt in settings.optimizers for seed in seeds
         for budget in (sorted(settings.budgets_s) if plans_with_budget(opt) else [max(settings.budgets_s)])
     ]  # fmt: skip
@@ -212,7 +222,7 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
         traces.append(trace)
         progress("searches", i + 1, len(tasks))
 
-    by_name = {cs.name: cs for cs in curvesets}
+    by_name = {cs.name: cs for cs in replayed}
     results = regret_table(traces, by_name, settings.budgets_s)
     at_budgets = results[results["budget_s"].isin(settings.budgets_s)]
     summary = summarize(at_budgets)
@@ -220,6 +230,9 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
     files = {"results": out / RESULTS_FILE, "summary": out / SUMMARY_FILE, "plot": out / PLOT_FILE}
     results.to_csv(files["results"], index=False)
     summary.to_csv(files["summary"], index=False)
+    if "quicktune" in settings.optimizers and len(settings.optimizers) > 1:
+        files["paired"] = out / PAIRED_FILE
+        paired_differences(at_budgets, "quicktune").to_csv(files["paired"], index=False)
     (out / "bench.json").write_text(json.dumps(_settings_json(settings, folds), indent=1))
     from qtt_cli.bench.plot import plot_regret
 
@@ -283,7 +296,7 @@ def fold_priors(curvesets: Sequence[CurveSet], folds: list[list[str]], k: int, s
 
     split = fold_split([cs.name for cs in curvesets], folds, k)
     key = {"split": split, "iterations": settings.meta_iterations, "options": settings.meta_options,
-           "meta_dataset": str(Path(settings.meta_dataset).resolve())}  # fmt: skip
+           "meta_dataset": str(Path(settings.meta_dataset).resolve()), **meta_training_fingerprint()}  # fmt: skip
     stamp = directory / "fold.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
         try:
@@ -293,13 +306,35 @@ def fold_priors(curvesets: Sequence[CurveSet], folds: list[list[str]], k: int, s
             pass  # a broken cache: train again
     from qtt_cli.surrogate import meta_train
 
-    by_name = {cs.name: cs for cs in curvesets}
+    by_name = {cs.name: without_degenerate(cs) for cs in curvesets}
     train = [by_name[n] for n in split["train"]]
     val = [by_name[n] for n in split["val"]]
     surrogate, report = meta_train(train, val, iterations=settings.meta_iterations, seed=k, **settings.meta_options)
     surrogate.save(directory)
     stamp.write_text(json.dumps({"key": key, "report": _plain(report)}, indent=1))
     return directory
+
+
+def meta_training_fingerprint() -> dict[str, Any]:
+    """What else decides a fold's priors: the defaults of ``meta_train`` and of the surrogate's settings, and a
+    hash of the code that reads the curves and meta-trains (every source file of ``qtt_cli.surrogate`` and
+    ``qtt_cli.metadataset`` and the table encoding). A change to any of them retrains the cached priors."""
+    import hashlib
+    import inspect
+
+    import qtt_cli.metadataset
+    import qtt_cli.space.encoding
+    import qtt_cli.surrogate
+    from qtt_cli.surrogate import DEFAULT_HYPER, meta_train
+
+    digest = hashlib.sha256()
+    files = [*sorted(Path(qtt_cli.surrogate.__file__).parent.glob("*.py")),
+             *sorted(Path(qtt_cli.metadataset.__file__).parent.glob("*.py")), Path(qtt_cli.space.encoding.__file__)]  # fmt: skip
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    defaults = {name: p.default for name, p in inspect.signature(meta_train).parameters.items()
+                if p.default is not inspect.Parameter.empty}  # fmt: skip
+    return {"code_sha256": digest.hexdigest(), "defaults": _plain({**defaults, "hyper": DEFAULT_HYPER})}
 
 
 # --------------------------------------------------------------------------- one search (possibly in a worker)
@@ -314,6 +349,7 @@ class _Task:
     priors_dir: str
     delta_t: int
     budget_s: float
+    drop_degenerate: bool = False
 
 
 _CACHE: dict[str, Any] = {}
@@ -328,9 +364,10 @@ def _init_worker() -> None:
 def _run_task(task: _Task) -> dict:
     import time
 
-    key = ("cs", str(task.meta_dataset), task.dataset)
+    key = ("cs", str(task.meta_dataset), task.dataset, task.drop_degenerate)
     if key not in _CACHE:
-        _CACHE[key] = load_meta_dataset(task.meta_dataset, datasets=[task.dataset])[0]
+        loaded = load_meta_dataset(task.meta_dataset, datasets=[task.dataset])[0]
+        _CACHE[key] = without_degenerate(loaded) if task.drop_degenerate else loaded
     curveset = _CACHE[key]
     priors = None
     if task.priors_dir and OPTIMIZERS[task.optimizer][1]:

@@ -30,13 +30,16 @@ def bench_command(
     optimizers: Annotated[
         str | None,
         typer.Option(help="Comma-separated subset of: random, asha, dyhpo, quicktune-no-cost, quicktune-no-meta, "
-                     "quicktune, quicktune-cooled (default: all)."),
+                     "quicktune, quicktune-cooled, quicktune-horizon (default: all)."),
     ] = None,  # fmt: skip
     datasets: Annotated[str | None, typer.Option(help="Comma-separated datasets to benchmark (default: all).")] = None,
     folds: Annotated[int, typer.Option(help="Folds of the leave-datasets-out meta-training.")] = 6,
     delta_t: Annotated[int, typer.Option("--delta-t", help="Epochs per freeze-thaw step.")] = 1,
     meta_iterations: Annotated[int, typer.Option(help="Meta-training iterations per fold.")] = 2000,
     jobs: Annotated[int, typer.Option(help="Parallel search processes.")] = 1,
+    drop_degenerate: Annotated[
+        bool, typer.Option(help="Remove the meta-dataset's degenerate linear-probing records from the candidates.")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Replay every optimizer on recorded curves: normalized regret and rank at each budget, table and plot."""
@@ -60,6 +63,7 @@ def bench_command(
             delta_t=delta_t,
             meta_iterations=meta_iterations,
             jobs=jobs,
+            drop_degenerate=drop_degenerate,
         )
         result = _run(settings, run_bench, console, quiet)
     _show(result, settings, budget_list, console)
