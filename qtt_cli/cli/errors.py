@@ -7,6 +7,7 @@ one actionable line on stderr and exit with a documented code.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import traceback
@@ -54,13 +55,36 @@ def user_errors() -> Iterator[None]:
         if os.environ.get("QTT_DEBUG"):
             traceback.print_exc()
         fail(str(exc))
-    except Exception as exc:  # noqa: BLE001 -- the last line of defence before a traceback
+    except OSError as exc:
+        message = _file_system_message(exc)
+        if message is None:
+            _internal(exc)
         if os.environ.get("QTT_DEBUG"):
             traceback.print_exc()
-        else:
-            print(
-                f"internal error: {type(exc).__name__}: {exc}\n"
-                "This is a bug in qtt. Rerun with QTT_DEBUG=1 for the traceback and report it.",
-                file=sys.stderr,
-            )
-        raise typer.Exit(EXIT_INTERNAL) from None
+        fail(message)
+    except Exception as exc:  # noqa: BLE001 -- the last line of defence before a traceback
+        _internal(exc)
+
+
+def _internal(exc: BaseException) -> None:
+    if os.environ.get("QTT_DEBUG"):
+        traceback.print_exc()
+    else:
+        print(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in qtt. Rerun with QTT_DEBUG=1 for the traceback and report it.",
+            file=sys.stderr,
+        )
+    raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _file_system_message(exc: OSError) -> str | None:
+    """A message for what the user's file system refused (not a bug in qtt), or None."""
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"cannot write{where}: {exc.strerror or 'permission denied'}. Make the run or output directory "
+                "writable, or choose another one (--out).")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device while writing{where}. Free some space and rerun the same command; "
+                "what was recorded before is intact.")
+    return None

@@ -69,6 +69,10 @@ def tune_command(
     storage: Annotated[
         str | None, typer.Option(help="--executor ray: the run directory as the Ray workers see it (shared FS).")
     ] = None,
+    priors: Annotated[
+        Path | None,
+        typer.Option(help="Quick-Tune priors from `qtt meta-train` (e.g. with --run of past runs) instead of the shipped ones."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --out and start over.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
@@ -96,6 +100,7 @@ def tune_command(
             num_workers=num_workers,
             keep_best=keep_best,
             max_checkpoints=max_checkpoints,
+            priors=priors,
             workers=workers,
             devices=devices,
             executor=executor,

@@ -1,7 +1,16 @@
 """Image-folder datasets: discovery and validation, the decode-once cache, meta-features, transforms."""
 
-from .cache import CachedImages, ImageCache, build_cache, dataset_fingerprint, decode_image, open_cache
+from .cache import (
+    CachedImages,
+    ImageCache,
+    build_cache,
+    cache_is_current,
+    dataset_fingerprint,
+    decode_image,
+    open_cache,
+)
 from .discovery import IMAGE_EXTENSIONS, DatasetError, DatasetSplits, Sample, discover
+from .identity import DatasetIdentity
 from .loader import make_loader
 from .meta import MetaFeatures, meta_features
 from .transforms import eval_transform, train_transform
@@ -10,11 +19,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "CachedImages",
     "DatasetError",
+    "DatasetIdentity",
     "DatasetSplits",
     "ImageCache",
     "MetaFeatures",
     "Sample",
     "build_cache",
+    "cache_is_current",
     "dataset_fingerprint",
     "decode_image",
     "discover",

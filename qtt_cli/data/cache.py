@@ -15,6 +15,7 @@ incomplete and is rebuilt.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -168,6 +169,12 @@ def open_cache(cache_dir: Path, root: Path | None = None) -> ImageCache:
     return _open(Path(root) if root is not None else cache_dir, cache_dir, index)
 
 
+def cache_is_current(splits: DatasetSplits, cache_dir: Path, side: int) -> bool:
+    """Whether :func:`build_cache` would reuse the cache in ``cache_dir`` instead of decoding again."""
+    index = _read_index(Path(cache_dir)) if Path(cache_dir).is_dir() else None
+    return bool(index and index.get("side") == side and index.get("fingerprint") == dataset_fingerprint(splits))
+
+
 def dataset_fingerprint(splits: DatasetSplits) -> str:
     """Hash of what the cache depends on: classes, and per file its split, path, label, size and mtime."""
     h = hashlib.sha256()
@@ -277,6 +284,7 @@ def _build_split(
     tmp = cache_dir / f".{name}.{os.getpid()}.tmp.npy"
     small = cache_dir / f".{name}.{os.getpid()}.tmp-kept.npy"
     out = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), side, side, 3))
+    _reserve(tmp)
     kept: list[int] = []
     sizes: list[list[int]] = []
     modes: list[str] = []
@@ -316,6 +324,19 @@ def _build_split(
     return entry, skipped
 
 
+def _reserve(path: Path) -> None:
+    """Allocate the whole (sparse) file now: on a full disk, writing pages of a memory map kills the process
+    with SIGBUS, while this raises OSError(ENOSPC), which the caller can report."""
+    with open(path, "r+b") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        try:
+            os.posix_fallocate(fh.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # file systems without fallocate (EOPNOTSUPP): keep the sparse file
+
+
 def _try_decode(path: Path, side: int) -> DecodedImage | str:
     """The decoded image, or the reason it could not be decoded (any decoder error means "skip")."""
     try:
@@ -328,6 +349,7 @@ def _shrink(src: Path, dst: Path, n: int) -> None:
     """Copy the first ``n`` images of ``src`` into a new ``[n, ...]`` file (only when files were skipped)."""
     full = np.load(src, mmap_mode="r", allow_pickle=False)
     small = open_memmap(dst, mode="w+", dtype=np.uint8, shape=(n, *full.shape[1:]))
+    _reserve(dst)
     small[:] = full[:n]
     small.flush()
     del small, full

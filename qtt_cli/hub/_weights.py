@@ -23,6 +23,7 @@ __all__ = [
     "Weights",
     "WeightsUnavailableError",
     "ensure_weights_available",
+    "checkpoint_problem",
     "find_checkpoint",
     "parse_weights",
 ]
@@ -110,6 +111,36 @@ def find_checkpoint(directory: Path, name: str) -> Path | None:
     return None
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable checkpoint (a truncated or garbage file), or ``None``.
+
+    Reads the safetensors header, or maps a torch file with ``weights_only=True``: no weights are copied, so
+    checking every model of a hub before the budget starts costs little.
+    """
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                if not list(f.keys()):
+                    return f"{path}: holds no tensors"
+            return None
+        import torch
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # a legacy (non-zip) torch file cannot be mapped: read it
+            if "mmap can only be used" not in str(exc):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not state:
+            return f"{path}: not a state dict"
+        return None
+    except Exception as exc:  # noqa: BLE001 -- any reader error means the file is unusable
+        first = (str(exc).splitlines() or ["unreadable"])[0].split(". ")[0]  # torch's advice to unpickle: no
+        return f"{path}: {type(exc).__name__}: {first}"
+
+
 def ensure_weights_available(hub: Hub, weights: Weights, *, timeout_s: float = 5.0) -> None:
     """Fail now, naming the models, if some hub model's initial weights cannot be obtained.
 
@@ -131,6 +162,13 @@ def ensure_weights_available(hub: Hub, weights: Weights, *, timeout_s: float = 5
             raise WeightsUnavailableError(
                 f"no checkpoint file in {str(weights.directory)!r} for: {', '.join(missing)}. "
                 + _ALTERNATIVES.format(example=missing[0])
+            )
+        unreadable = [problem for name in hub.names
+                      if (problem := checkpoint_problem(find_checkpoint(weights.directory, name)))]
+        if unreadable:
+            raise WeightsUnavailableError(
+                "cannot read these checkpoint files: " + "; ".join(unreadable)
+                + ". Replace them (examples/prepare_*.py writes valid ones) or use `--weights random`."
             )
         return
     missing = [name for name in hub.names if not is_cached(name)]

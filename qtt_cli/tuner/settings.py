@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class TuneSettings:
             or ``ray``.
         address: the Ray cluster to join (``auto``, ``HOST:PORT``); None starts a local Ray instance.
         storage: the run directory as the Ray workers see it (a shared file system); default: ``out``.
+        priors: a directory written by ``qtt meta-train`` (e.g. trained on the meta-dataset plus the team's
+            finished runs) that Quick-Tune starts from instead of the shipped priors.
     """
 
     dataset: Path
@@ -67,11 +70,12 @@ class TuneSettings:
     executor: str = "auto"
     address: str | None = None
     storage: str | None = None
+    priors: Path | None = None
 
     def __post_init__(self) -> None:
         problems = []
-        if self.budget_s <= 0:
-            problems.append("budget must be positive")
+        if not math.isfinite(self.budget_s) or self.budget_s <= 0:
+            problems.append("budget must be a positive, finite number of seconds")
         if self.delta_t < 1:
             problems.append("--delta-t must be >= 1")
         if self.max_epochs < 1:
@@ -105,7 +109,7 @@ class TuneSettings:
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("dataset", "out", "space_file"):
+        for key in ("dataset", "out", "space_file", "priors"):
             if data[key] is not None:
                 data[key] = str(Path(data[key]).resolve())
         return data
@@ -113,7 +117,7 @@ class TuneSettings:
     @classmethod
     def from_json(cls, data: dict[str, Any], **overrides: Any) -> TuneSettings:
         data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
-        for key in ("dataset", "out", "space_file"):
+        for key in ("dataset", "out", "space_file", "priors"):
             if data.get(key) is not None:
                 data[key] = Path(data[key])
         return cls(**data)

@@ -7,10 +7,11 @@ directory) is checked in :func:`prepare`, before the budget starts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from qtt_cli import __version__
-from qtt_cli.data import ImageCache, build_cache, discover, meta_features
+from qtt_cli.data import DatasetIdentity, ImageCache, build_cache, cache_is_current, discover, meta_features
 from qtt_cli.execution import Executor, Finished, InProcessExecutor, StepTask, check_executor, make_executor
 from qtt_cli.hub import Hub, Weights, ensure_weights_available, load_hub, parse_weights
 from qtt_cli.optimizer.pending import with_in_flight
@@ -33,10 +34,14 @@ from qtt_cli.optimizer import (
 )
 from qtt_cli.space import build_space, load_space
 from qtt_cli.store import RunDir, RunDirError, make_rows
+from qtt_cli.store.files import DiskFullError, is_disk_full
 from qtt_cli.store.rundir import RunLock, RunState
+from qtt_cli.tuner.budget import BudgetClock, Heartbeat
 from qtt_cli.tuner.events import Reporter, SilentReporter, StepEvent, TuneSummary
+from qtt_cli.tuner.recovery import reconcile_checkpoints
 from qtt_cli.tuner.settings import TuneSettings
 from qtt_cli.worker import FinetuneWorker, StepResult
+from qtt_cli.worker.device import resolve_device
 
 log = logging.getLogger("qtt")
 
@@ -98,6 +103,7 @@ def prepare(settings: TuneSettings, *, overwrite: bool = False, reporter: Report
     message meant for the user.
     """
     reporter = reporter or SilentReporter()
+    resolve_device(settings.device)
     splits = discover(settings.dataset, val_fraction=settings.val_fraction, seed=settings.seed)
     hub = load_hub(resolve_hub_name(settings.hub))
     space = (
@@ -106,37 +112,61 @@ def prepare(settings: TuneSettings, *, overwrite: bool = False, reporter: Report
     weights = parse_weights(settings.weights)
     ensure_weights_available(hub, weights)
     check_executor(settings)  # e.g. --executor ray without Ray, --devices 3 on a 2-GPU machine
+    identity = DatasetIdentity.of(splits)
 
     run_dir = RunDir(settings.out)
     run_dir.check_usable(overwrite=overwrite)
     if run_dir.exists() and not overwrite:
-        saved = run_dir.read_run()["settings"]
-        differences = settings.differences(saved)
-        if differences:
-            raise RunDirError(
-                f"{run_dir.root} holds a run with other settings ({'; '.join(differences)}). "
-                "Resume it with the same settings (`qtt resume RUNDIR`), use --overwrite to start over, "
-                "or choose another --out."
-            )
+        _check_resumable(run_dir, settings, identity)
     lock = run_dir.lock().__enter__()
     try:
-        return _prepare_locked(settings, run_dir, hub, space, weights, splits, overwrite, reporter, lock)
+        return _prepare_locked(settings, run_dir, hub, space, weights, splits, identity, overwrite, reporter,
+                               lock)
     except BaseException:
         lock.__exit__(None, None, None)
         raise
 
 
-def _prepare_locked(settings, run_dir, hub, space, weights, splits, overwrite, reporter, lock) -> PreparedRun:
+def _check_resumable(run_dir: RunDir, settings: TuneSettings, identity: DatasetIdentity) -> None:
+    """A saved run resumes only with the same settings and on the same dataset (classes and files)."""
+    saved = run_dir.read_run()
+    differences = settings.differences(saved["settings"])
+    if differences:
+        raise RunDirError(
+            f"{run_dir.root} holds a run with other settings ({'; '.join(differences)}). "
+            "Resume it with the same settings (`qtt resume RUNDIR`), use --overwrite to start over, "
+            "or choose another --out."
+        )
+    changes = identity.changes_since(saved.get("dataset_identity"), saved["classes"])
+    if changes:
+        raise RunDirError(
+            f"the dataset {settings.dataset} changed since the run in {run_dir.root} started "
+            f"({'; '.join(changes)}); its results and checkpoints belong to the old data and cannot be "
+            "continued on the new. Start over with --overwrite, or choose another --out for the new data."
+        )
+
+
+def _prepare_locked(settings, run_dir, hub, space, weights, splits, identity, overwrite, reporter,
+                    lock) -> PreparedRun:
     run_dir.prepare(overwrite=overwrite)
     _attach_log_file(run_dir.logs / "tune.log")
 
     side = cache_side(hub, settings.max_input_size)
-    reporter.message(f"decoding {len(splits.train) + len(splits.val)} images once into {run_dir.cache} ...")
-    cache = build_cache(splits, run_dir.cache, side)
+    if cache_is_current(splits, run_dir.cache, side):
+        reporter.message(f"reusing the decoded images in {run_dir.cache}")
+    else:
+        reporter.message(f"decoding {len(splits.train) + len(splits.val)} images once into {run_dir.cache} ...")
+    try:
+        cache = build_cache(splits, run_dir.cache, side)
+    except OSError as exc:
+        if is_disk_full(exc, run_dir.cache):
+            raise DiskFullError(run_dir.cache) from exc
+        raise
     features = meta_features(cache)
     info = {
         "qtt_version": __version__,
         "settings": settings.to_json(),
+        "dataset_identity": identity.to_json(),
         "hub": hub.name,
         "models": list(hub.names),
         "classes": list(cache.classes),
@@ -196,11 +226,15 @@ def _quicktune(settings: TuneSettings, space, hub: Hub, meta_features: list[floa
     from qtt_cli.metadataset.curveset import hub_model_columns
     from qtt_cli.optimizer.quicktune import QuickTune
     from qtt_cli.space.encoding import METHOD_COLUMNS
+    from qtt_cli.surrogate import Surrogate
     from qtt_cli.surrogate.priors import describe_priors, load_priors
 
     columns = hub_model_columns(hub)
-    priors = load_priors([*columns, *METHOD_COLUMNS])  # learns SPG and HVP from the run (zero embedding first)
-    reporter.message(f"quicktune: {describe_priors(columns)}")
+    if settings.priors is not None:  # given explicitly (`--priors DIR`): a directory without priors is an error
+        Surrogate.load(settings.priors)
+    # learns SPG and HVP from the run (zero embedding first)
+    priors = load_priors([*columns, *METHOD_COLUMNS], settings.priors)
+    reporter.message(f"quicktune: {describe_priors(columns, settings.priors)}")
     return QuickTune.for_space(
         space,
         meta_features=meta_features,
@@ -234,11 +268,21 @@ def request_stop() -> None:
     _STOP.set()
 
 
-def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
-    """The budgeted loop. Ctrl-C ends it cleanly: only the step in flight is lost."""
+def search(run: PreparedRun, reporter: Reporter, *, now: Callable[[], float] = time.monotonic) -> TuneSummary:
+    """The budgeted loop. Ctrl-C ends it cleanly: only the step in flight is lost.
+
+    ``now`` is the clock the budget is measured with (injected by tests). A full disk stops the run with
+    DiskFullError after saving what can be saved; the rerun resumes.
+    """
     settings, run_dir = run.settings, run.run_dir
     store = run_dir.store
     state = run_dir.read_state()
+    recovery = reconcile_checkpoints(
+        run_dir.checkpoints, store, num_classes=len(run.info["classes"]), max_epochs=settings.max_epochs,
+        seed=settings.seed, next_step=recorded_steps(store.load()),
+    )
+    for line in recovery.messages():
+        reporter.message(line)
     state.steps = recorded_steps(store.load())  # the store, not state.json, is the truth after a crash
     state.sessions += 1
     run_dir.write_state(state)
@@ -249,12 +293,15 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
     if executor.capacity > 1:
         reporter.message(f"starting {executor.capacity} {executor.name} workers ...")
     executor.start()  # before the budget's clock: starting workers is preparation, like decoding the dataset
-    session_start = time.monotonic()
-    used_before = state.used_s
+    clock = BudgetClock(state.used_s, now)
+    used = clock.used
     reason = "budget"
+    state_lock = threading.Lock()
 
-    def used() -> float:
-        return used_before + (time.monotonic() - session_start)
+    def save_used() -> None:  # the heartbeat: a crash mid-step is still charged (to the last second or so)
+        with state_lock:
+            state.used_s = used()
+            run_dir.write_state(state)
 
     in_flight: dict[str, tuple[Suggestion, int]] = {}  # pipeline id -> (its step in flight, step number shown)
 
@@ -262,15 +309,17 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
         suggestion, step_number = in_flight.pop(finished.task.pipeline_id)
         result = finished.result
         _record(store, suggestion, result, recorded_steps(store.load()))
-        state.steps = recorded_steps(store.load())
-        state.used_s = used()
-        run_dir.write_state(state)
+        with state_lock:
+            state.steps = recorded_steps(store.load())
+            state.used_s = used()
+            run_dir.write_state(state)
         pipelines = _mark_stopped(run, pipeline_states(store.load()))
         _retain_checkpoints(run, pipelines, busy=set(in_flight))
         reporter.step_finished(_step_event(step_number, suggestion, result, state, pipelines, settings.budget_s))
         _log_step(suggestion, result)
 
     _STOP.clear()
+    heartbeat = Heartbeat(save_used).start()
     try:
         exhausted = False
         while True:
@@ -326,10 +375,18 @@ def search(run: PreparedRun, reporter: Reporter) -> TuneSummary:
         reason = "interrupted"
         executor.cancel()
         log.warning("interrupted by the user; the step(s) in flight were discarded")
+    except DiskFullError as exc:
+        log.error("%s", exc)
+        with contextlib.suppress(OSError):
+            state.used_s = min(used(), max(settings.budget_s, state.used_s))
+            run_dir.write_state(state)
+        raise
     finally:
         executor.close()
-        state.used_s = min(used(), max(settings.budget_s, state.used_s))
-        run_dir.write_state(state)
+        heartbeat.stop()
+        with contextlib.suppress(DiskFullError):
+            state.used_s = min(used(), max(settings.budget_s, state.used_s))
+            run_dir.write_state(state)
 
     summary = summarize(run_dir, reason=reason, state=state, budget_s=settings.budget_s)
     reporter.finished(summary)
@@ -450,6 +507,14 @@ def _log_step(suggestion: Suggestion, result: StepResult) -> None:
                     result.error or "")
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log file that cannot be written (full disk, read-only mount) must not print logging's own traceback
+    on stderr; the run reports the cause itself where it matters."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 -- logging's name
+        pass
+
+
 def _attach_log_file(path: Path) -> None:
     """Log to the run's own file (configured when a run starts, never at import)."""
     resolved = str(path.resolve())
@@ -458,7 +523,7 @@ def _attach_log_file(path: Path) -> None:
     for handler in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
         log.removeHandler(handler)
         handler.close()
-    handler = logging.FileHandler(path)
+    handler = _QuietFileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

@@ -13,14 +13,14 @@ is written after it and is the marker that the pair is complete.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from qtt_cli.store.files import atomic_write
 
 FORMAT_VERSION = 1
 _EPOCH_FILE = re.compile(r"^epoch-(\d{4,})\.pt$")
@@ -56,15 +56,8 @@ def epochs_on_disk(root: Path, pipeline_id: str) -> list[int]:
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Temporary file + ``os.replace``; a full disk raises ``DiskFullError`` and leaves the old file."""
+    atomic_write(path, write)
 
 
 def save_epoch(path: Path, state: dict) -> None:

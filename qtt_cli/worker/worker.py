@@ -26,6 +26,7 @@ from torch.nn.utils import clip_grad_norm_
 from qtt_cli.data import ImageCache, eval_transform, make_loader, train_transform
 from qtt_cli.hub import Weights, create_model, parse_weights, preprocessing_for
 from qtt_cli.space.config import PipelineConfig
+from qtt_cli.store.files import DiskFullError
 
 from . import checkpoint, recipe, seeding, strategies  # noqa: F401 -- strategies register their extensions
 from .extensions import Extension, ExtensionContext, TrainBatch, build_extensions
@@ -149,6 +150,8 @@ class FinetuneWorker:
             status = "interrupted"
         except _Diverged as e:
             status, error = "diverged", str(e)
+        except DiskFullError:
+            raise  # not the pipeline's fault: the tuner stops the run (the previous checkpoint is intact)
         except Exception as e:  # a bad pipeline (or an OOM) must not take the tuner down
             status, error = "failed", f"{type(e).__name__}: {e}"
         finally:
