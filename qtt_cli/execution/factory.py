@@ -43,10 +43,14 @@ def check_executor(settings) -> None:
     """Everything about the executor that can be wrong, checked before anything is written or the budget starts."""
     which = kind(settings)
     if which == "ray":
+        import importlib.util
+
         try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise ExecutorError(RAY_MISSING) from None
+            missing = importlib.util.find_spec("ray") is None  # found, not imported: Ray loads in seconds
+        except (ImportError, ValueError):
+            missing = True
+        if missing:
+            raise ExecutorError(RAY_MISSING)
     if settings.devices:
         resolve_devices(settings.devices)
 
