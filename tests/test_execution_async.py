@@ -96,3 +96,25 @@ def test_quicktune_draws_distinct_fresh_configurations_while_the_first_ones_run(
         assert isinstance(s.config, PipelineConfig) and s.pipeline_id not in pending
         pending[s.pipeline_id] = s
     assert len({s.config for s in pending.values()}) == 3
+
+
+def test_the_parallel_replay_with_one_worker_is_the_sequential_replay():
+    from qtt_cli.bench.parallel import replay_parallel
+    from qtt_cli.bench.replay import recorded_configs, replay
+
+    curveset = recorded()
+    for make in (RandomSearch, SuccessiveHalving):
+        one = replay(make(recorded_configs(curveset), max_epochs=4, delta_t=1, seed=0), curveset, 9.5)
+        par = replay_parallel(make(recorded_configs(curveset), max_epochs=4, delta_t=1, seed=0), curveset, 9.5, 1)
+        assert one.steps == par.steps and list(one.values) == list(par.values) and list(one.used_s) == list(par.used_s)
+
+
+def test_the_parallel_replay_runs_steps_side_by_side_on_a_wall_clock():
+    from qtt_cli.bench.parallel import replay_parallel
+    from qtt_cli.bench.replay import recorded_configs
+
+    curveset = recorded()  # every epoch costs 1 s
+    opt = RandomSearch(recorded_configs(curveset), max_epochs=4, delta_t=1, seed=0)
+    trace = replay_parallel(opt, curveset, 2.0, 3)  # 3 workers, 2 s: 3 pipelines x 2 epochs
+    assert trace.steps == 6 and len(trace.values) == 6
+    assert list(trace.used_s) == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]

@@ -83,6 +83,8 @@ class BenchSettings:
         delta_t: epochs per freeze-thaw step.
         meta_iterations: meta-training iterations per fold (Algorithm 2), with early stopping.
         jobs: parallel processes for the searches.
+        workers: simulated parallel workers per search (``qtt tune --workers``): W steps in flight, the
+            budget in wall-clock seconds of recorded cost (:mod:`qtt_cli.bench.parallel`).
         drop_degenerate: remove the meta-dataset's degenerate records from the replayed candidates.
     """
 
@@ -99,6 +101,7 @@ class BenchSettings:
     jobs: int = 1
     meta_options: dict[str, Any] = field(default_factory=dict)
     drop_degenerate: bool = False
+    workers: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -121,6 +124,8 @@ class BenchSettings:
             problems.append("--meta-iterations must be >= 1")
         if self.jobs < 1:
             problems.append("--jobs must be >= 1")
+        if self.workers < 1:
+            problems.append("--workers must be >= 1")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -208,7 +213,7 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
     seeds = range(settings.first_seed, settings.first_seed + settings.seeds)
     tasks = [
         _Task(settings.meta_dataset, name, opt, seed, str(priors_dirs.get(fold_of[name], "")), settings.delta_t,
-              budget, settings.drop_degenerate)
+              budget, settings.drop_degenerate, settings.workers)
         for name in bench_names for opt in settings.optimizers for seed in seeds
         for budget in (sorted(settings.budgets_s) if plans_with_budget(opt) else [max(settings.budgets_s)])
     ]  # fmt: skip
@@ -350,6 +355,7 @@ class _Task:
     delta_t: int
     budget_s: float
     drop_degenerate: bool = False
+    workers: int = 1
 
 
 _CACHE: dict[str, Any] = {}
@@ -378,7 +384,12 @@ def _run_task(task: _Task) -> dict:
         priors = _CACHE[("priors", task.priors_dir)]
     optimizer = make_optimizer(task.optimizer, curveset, priors=priors, seed=task.seed, delta_t=task.delta_t)
     start = time.perf_counter()
-    trace = replay(optimizer, curveset, task.budget_s)
+    if task.workers > 1:
+        from qtt_cli.bench.parallel import replay_parallel
+
+        trace = replay_parallel(optimizer, curveset, task.budget_s, task.workers)
+    else:
+        trace = replay(optimizer, curveset, task.budget_s)
     elapsed = time.perf_counter() - start
     return {"dataset": task.dataset, "optimizer": task.optimizer, "seed": task.seed, "budget_s": task.budget_s,
             "steps": trace.steps,

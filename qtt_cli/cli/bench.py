@@ -37,6 +37,9 @@ def bench_command(
     delta_t: Annotated[int, typer.Option("--delta-t", help="Epochs per freeze-thaw step.")] = 1,
     meta_iterations: Annotated[int, typer.Option(help="Meta-training iterations per fold.")] = 2000,
     jobs: Annotated[int, typer.Option(help="Parallel search processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Simulated parallel workers per search (asynchronous, equal wall-clock budget).")
+    ] = 1,
     drop_degenerate: Annotated[
         bool, typer.Option(help="Remove the meta-dataset's degenerate linear-probing records from the candidates.")
     ] = False,
@@ -63,6 +66,7 @@ def bench_command(
             delta_t=delta_t,
             meta_iterations=meta_iterations,
             jobs=jobs,
+            workers=workers,
             drop_degenerate=drop_degenerate,
         )
         result = _run(settings, run_bench, console, quiet)
