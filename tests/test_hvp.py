@@ -176,3 +176,47 @@ def test_hvp_is_searchable_and_forceable(tmp_path):
 def test_the_table_encoding_ignores_hvp():
     plain = PipelineConfig(model="dla46x_c.in1k")
     assert encode([plain]).equals(encode([PipelineConfig(model="dla46x_c.in1k", hvp_views=4, hvp_every=2)]))
+
+
+# --- the minimum crop scale of hard views ------------------------------------------------------------------
+
+
+def _crop_scales(transform) -> list[tuple[float, float]]:
+    return [tuple(op.scale) for op in transform.transforms if hasattr(op, "scale")]
+
+
+def test_hard_views_draw_crops_of_at_least_the_minimum_scale():
+    from qtt_cli.data.views import HARD_VIEW_MIN_SCALE, MultiView, with_min_crop_scale
+
+    pre = preprocessing_for(timm.create_model("mobilenetv3_small_050", num_classes=10), SIDE)
+    single = train_transform(pre, cfg())
+    assert _crop_scales(single) == [(0.08, 1.0)]  # timm's training crop, untouched for one view
+    assert _crop_scales(MultiView(single, 3).transform) == [(HARD_VIEW_MIN_SCALE, 1.0)]
+    assert _crop_scales(MultiView(single, 3, min_scale=None).transform) == [(0.08, 1.0)]
+    assert MultiView(single, 1).transform is single  # one view: the plain training transform
+    assert _crop_scales(single) == [(0.08, 1.0)]  # the original is never modified
+    assert with_min_crop_scale(single, None) is single
+    with pytest.raises(ValueError, match="min_scale"):
+        with_min_crop_scale(single, 1.5)
+
+
+def test_small_crops_can_lose_a_centred_object_and_the_guard_keeps_it():
+    """The failure the guard exists for: a 32 px image, black but for a centred white square (a tenth of the
+    area, like a small garment or digit). Among 1000 random-resized crops of 8-100 % of the area some show no
+    white pixel at all -- the hardest view HVP would pick, a label-free patch; with the minimum scale every
+    crop shows part of the object (a crop of >= 35 % of the area cannot fit beside a centred 10 px square)."""
+    import numpy as np
+    from torchvision import transforms as T
+
+    from qtt_cli.data.transforms import ArrayToPIL
+    from qtt_cli.data.views import HARD_VIEW_MIN_SCALE, MultiView
+
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    image[11:21, 11:21] = 255
+    transform = T.Compose([ArrayToPIL(), T.RandomResizedCrop(32, scale=(0.08, 1.0)), T.ToTensor()])
+    torch.manual_seed(0)
+    raw = MultiView(transform, 1000, min_scale=None)(image)
+    guarded = MultiView(transform, 1000, min_scale=HARD_VIEW_MIN_SCALE)(image)
+    lost = lambda views: int((views.flatten(1).amax(dim=1) == 0).sum())  # noqa: E731
+    assert lost(raw) >= 5
+    assert lost(guarded) == 0

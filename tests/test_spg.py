@@ -356,3 +356,33 @@ def test_the_table_encoding_ignores_spg():
     plain = PipelineConfig(model="dla46x_c.in1k")
     with_spg = PipelineConfig(model="dla46x_c.in1k", **SPG)
     assert encode([plain]).equals(encode([with_spg]))
+
+
+# --- wide heads: low-rank replicas -------------------------------------------------------------------------
+
+
+def test_wide_heads_get_low_rank_replicas_that_start_as_the_model():
+    from qtt_cli.worker.strategies import spg as spg_module
+
+    wide = timm.create_model("mobilenetv3_small_050", num_classes=5).eval()  # pre-logits width 1024
+    spg = SequentialPolicyGradient(wide, modules=3, drop=0.2)
+    r = spg_module.REPLICA_RANK
+    assert spg.width == 1024 and spg.rank == r and r is not None and r < 1024
+    assert sum(p.numel() for p in spg.parameters()) == 3 * (1024 * r + r * 1024 + 1024)  # vs 3 * (1024^2 + 1024)
+    h = torch.randn(4, 1024)
+    for replica in spg.replicas:
+        replica.eval()  # no dropout: a fresh replica is exactly the identity, as a full-rank one
+        with torch.no_grad():
+            assert torch.equal(replica(h), h)
+    narrow = timm.create_model("edgenext_xx_small", num_classes=5)  # width 168: the full Linear
+    assert SequentialPolicyGradient(narrow, modules=3, drop=0.2).rank is None
+
+
+def test_a_checkpoint_with_other_replica_shapes_is_refused():
+    wide = timm.create_model("mobilenetv3_small_050", num_classes=5)
+    low = SequentialPolicyGradient(wide, modules=2, drop=0.2)
+    full = {"replicas": {f"{i}.linear.{p}": torch.zeros(1024, 1024) if p == "weight" else torch.zeros(1024)
+                         for i in range(2) for p in ("weight", "bias")}}
+    with pytest.raises(ValueError, match="another shape"):
+        low.load_state_dict(full)
+    low.load_state_dict(low.state_dict())  # its own state loads

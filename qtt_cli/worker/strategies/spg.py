@@ -40,21 +40,40 @@ from ..extensions import Extension, ExtensionContext, TrainBatch, register_exten
 # Loss weight of replica t (t = 1..3), as in the paper's experiments.
 REPLICA_WEIGHTS: tuple[float, ...] = (0.4, 0.2, 0.1)
 
+# Wide heads get low-rank replicas. A full D x D Linear per replica costs T * D^2 parameters with their
+# optimizer updates: for EfficientNet-Lite0 (D = 1280) three of them hold 4.9 M parameters, more than the
+# 3.4 M of the backbone, and made SPG 1.29x slower than plain training on a 1024-wide head. Above
+# ``LOW_RANK_WIDTH`` each replica's Linear is factored as ``up(down(d))`` with rank ``REPLICA_RANK``; ``up``
+# is zero-initialised, so every replica still starts as the model itself on dropped-out features (the
+# method's starting point) and learns a correction, of rank at most ``REPLICA_RANK`` (measured in
+# benchmarks/bench_spg_hvp.py). ``REPLICA_RANK = None`` restores the full Linear for every width.
+LOW_RANK_WIDTH = 512
+REPLICA_RANK: int | None = 64
+
+
+def replica_rank(width: int) -> int | None:
+    """The rank of the replicas' Linear for a head of ``width`` (None = full rank)."""
+    if REPLICA_RANK is None or width <= LOW_RANK_WIDTH or width <= REPLICA_RANK:
+        return None
+    return REPLICA_RANK
+
 
 class ReplicaModule(nn.Module):
     """One TRP module: ``d + Linear(d)`` with ``d = Dropout(h; p)`` and the Linear zero-initialised (no
-    activation: an activation after a zero Linear would block its gradient)."""
+    activation: an activation after a zero Linear would block its gradient). With ``rank``, the Linear is
+    ``up(down(d))``: ``down`` [rank x D] keeps its random initialisation, ``up`` [D x rank] starts at zero."""
 
-    def __init__(self, width: int, drop: float) -> None:
+    def __init__(self, width: int, drop: float, rank: int | None = None) -> None:
         super().__init__()
         self.dropout = nn.Dropout(drop)
-        self.linear = nn.Linear(width, width)
+        self.down = nn.Linear(width, rank, bias=False) if rank is not None else None
+        self.linear = nn.Linear(rank if rank is not None else width, width)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         d = self.dropout(h)
-        return d + self.linear(d)
+        return d + self.linear(self.down(d) if self.down is not None else d)
 
 
 def shared_head(model: nn.Module) -> nn.Module:
@@ -149,7 +168,8 @@ class SequentialPolicyGradient(Extension):
             raise ValueError(f"SPG supports 1..{len(weights)} modules, got {modules}")
         self.head = shared_head(model)
         self.width = head_width(self.head, model)
-        self.replicas = nn.ModuleList(ReplicaModule(self.width, drop) for _ in range(modules))
+        self.rank = replica_rank(self.width)
+        self.replicas = nn.ModuleList(ReplicaModule(self.width, drop, self.rank) for _ in range(modules))
         self.weights = tuple(weights[:modules])
         self.smoothing = smoothing
         self.cold_start_epochs = cold_start_epochs
@@ -173,6 +193,11 @@ class SequentialPolicyGradient(Extension):
         return {"replicas": {k: v.detach().cpu() for k, v in self.replicas.state_dict().items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = {k: tuple(v.shape) for k, v in state["replicas"].items()}
+        mine = {k: tuple(v.shape) for k, v in self.replicas.state_dict().items()}
+        if saved != mine:
+            raise ValueError("the checkpoint's SPG replicas have another shape (saved with another replica rank, "
+                             "e.g. by an older qtt); this pipeline cannot be continued from it")
         self.replicas.load_state_dict(state["replicas"])
 
 
