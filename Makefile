@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_spg_hvp.py
 	$(BIN)/python benchmarks/bench_surrogate_latency.py
 	$(BIN)/python benchmarks/bench_optimizer_latency.py
+	$(BIN)/python benchmarks/bench_parallel.py --ray
 
 lint: install
 	$(BIN)/ruff check qtt_cli tests examples benchmarks

@@ -17,6 +17,9 @@ from test_execution import QTT, TINY, completed_epochs_are_contiguous, settings
 
 from qtt_cli.execution import WORKER_DIED
 
+# The tests' Ray lives on 127.0.0.1 only: a node, and this process as a driver, on the loopback address (read by
+# Ray when it is imported, so before the import).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 RAY = str(Path(sys.executable).parent / "ray")
 

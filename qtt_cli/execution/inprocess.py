@@ -7,6 +7,8 @@ run of the tuner before executors existed. Ctrl-C raises inside the step, as it 
 
 from __future__ import annotations
 
+import time
+
 from qtt_cli.execution.base import Executor, Finished, StepTask
 
 __all__ = ["InProcessExecutor"]
@@ -20,6 +22,8 @@ class InProcessExecutor(Executor):
     def __init__(self, worker) -> None:
         self.worker = worker
         self._pending: StepTask | None = None
+        self._last_done: float | None = None
+        self.idle_s: list[float] = []  # between a step's end and the next step's start (recording, asking)
 
     @property
     def capacity(self) -> int:
@@ -38,8 +42,11 @@ class InProcessExecutor(Executor):
         task, self._pending = self._pending, None
         if task is None:
             return []
+        if self._last_done is not None:
+            self.idle_s.append(time.monotonic() - self._last_done)
         result = self.worker.step(task.pipeline_id, task.config, task.start_epoch, task.end_epoch,
                                   deadline=task.deadline())  # fmt: skip
+        self._last_done = time.monotonic()
         return [Finished(task, result)]
 
     def cancel(self) -> None:
