@@ -89,6 +89,12 @@ def wait_gone(pids: set[int], timeout: float = 15.0) -> set[int]:
 def test_results_cross_process_boundaries_as_plain_values():
     result = StepResult("p0001", [EpochResult(1, 50.0, 1.2, 1.5, 0.7)], "interrupted", None, ["a note"])
     assert result_from_dict(result_to_dict(result)) == result
+    import dataclasses
+    import json
+
+    every = {f.name: f"value of {f.name}" for f in dataclasses.fields(StepResult)}  # fields added later too
+    every["epochs"] = []
+    assert result_to_dict(result_from_dict(json.loads(json.dumps(every)))) == every
     task = StepTask("p0001", PipelineConfig(model="dla46x_c.in1k", lr=0.01), 1, 2, 30.0)
     assert StepTask.from_dict(task.to_dict()) == task
 

@@ -96,14 +96,13 @@ class WorkerSpec:
 
 
 def result_to_dict(result: StepResult) -> dict[str, Any]:
-    """A step result as plain JSON-able values (what crosses a process or machine boundary)."""
-    return {"pipeline_id": result.pipeline_id, "epochs": [asdict(e) for e in result.epochs],
-            "status": result.status, "error": result.error, "notes": list(result.notes)}  # fmt: skip
+    """A step result as plain JSON-able values (what crosses a process or machine boundary); every field of
+    ``StepResult`` and ``EpochResult``, so that a field added to them travels without a change here."""
+    return asdict(result)
 
 
 def result_from_dict(data: dict[str, Any]) -> StepResult:
-    return StepResult(data["pipeline_id"], [EpochResult(**e) for e in data["epochs"]], data["status"],
-                      data["error"], list(data["notes"]))  # fmt: skip
+    return StepResult(**{**data, "epochs": [EpochResult(**e) for e in data["epochs"]]})
 
 
 def died(task: StepTask, why: str) -> StepResult:
