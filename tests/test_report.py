@@ -232,3 +232,13 @@ def test_the_tuner_records_a_prediction_on_the_epoch_it_predicted(tmp_path):
     history = store.load()
     assert history["pred_val_top1"].tolist()[:2] == [pytest.approx(np.nan, nan_ok=True), 61.0]
     assert history.loc[1, "pred_cost_s"] == 9.0 and history["pred_val_top1"].iloc[2:].isna().all()
+
+
+def test_time_counts_the_step_overheads_when_the_run_recorded_them(tmp_path):
+    run = make_run(tmp_path / "run")
+    history = load_run(run).history
+    history["overhead_s"] = 0.0
+    history.loc[history["pipeline_id"] == "p0003", "overhead_s"] = 7.0  # e.g. the model build of its step
+    steps = steps_table(history)
+    assert steps.loc[3, "cost_s"] == 12.0 and steps["time_s"].iloc[-1] == 92.0
+    assert time_per(history)[0].to_dict() == {"model_b": 60.0, "model_a": 32.0}

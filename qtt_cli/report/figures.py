@@ -71,7 +71,7 @@ def best_so_far(data: RunData) -> bytes:
         ax.axvline(data.used_s / scale, color="grey", linestyle=":", linewidth=1.5,
                    label="budget used (incl. search overhead)")
     ax.set_xlim(left=0)
-    ax.set_xlabel(f"training + evaluation time used ({unit})")
+    ax.set_xlabel(f"time used by the steps ({unit}; training, evaluation, checkpoints)")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title("Best validation accuracy so far")
     ax.grid(alpha=0.3)
@@ -143,7 +143,7 @@ def time_spent(data: RunData) -> bytes:
             for bar, hatch in zip(bars, cycle(_HATCHES)):
                 bar.set_hatch(hatch)
             ax.set_yticks(range(len(series)), list(series.index), fontsize=8)
-        ax.set_xlabel("training + evaluation time (s)")
+        ax.set_xlabel("time used by its steps (s)")
         ax.set_title(f"Time {title}")
         ax.grid(alpha=0.3, axis="x")
     return _png(fig)

@@ -81,9 +81,10 @@ def render(data: RunData) -> str:
     parts += [
         "<h2>Search progress</h2>",
         _figure("best-so-far", figures.best_so_far(data),
-                "Best validation top-1 found so far against the training and evaluation time used by the "
-                "steps (black step line); each circle is the last epoch of one step. The dashed line is the "
-                "budget; the dotted line is the budget actually used, which also counts the optimizer's time."),
+                "Best validation top-1 found so far against the time used by the steps (training, evaluation, "
+                "model build and checkpoints; black step line); each circle is the last epoch of one step. The "
+                "dashed line is the budget; the dotted line is the budget actually used, which also counts the "
+                "optimizer's time."),
         _figure("learning-curves", figures.learning_curves(data),
                 "Validation top-1 after each epoch of every pipeline, one colour, marker and line style per "
                 "model; the wide grey line is the best pipeline."),
@@ -91,8 +92,8 @@ def render(data: RunData) -> str:
                 "Best validation top-1 of each pipeline against the seconds spent on it. The dashed line joins "
                 "the Pareto-optimal pipelines: none of the others is both cheaper and at least as accurate."),
         _figure("time-spent", figures.time_spent(data),
-                "Where the budget went: seconds of training and evaluation per model and per finetuning "
-                "strategy (a pipeline that combines strategies counts for each of them)."),
+                "Where the budget went: seconds of the steps (training, evaluation, model build, checkpoints) "
+                "per model and per finetuning strategy (a pipeline that combines strategies counts for each of them)."),
     ]
     predicted = figures.predictions(data)
     if predicted is not None:
