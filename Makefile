@@ -22,8 +22,8 @@ $(DEMO_DATA): | install
 	$(BIN)/python examples/make_dataset.py digits $(DEMO_DATA) --layout split
 
 demo: install $(DEMO_DATA)
-	$(BIN)/qtt tune $(DEMO_DATA) --budget $(DEMO_BUDGET) --hub tiny --weights random \
-		--max-input-size 32 --max-epochs 4 --delta-t 1 --out $(DEMO_RUN) --seed 0
+	$(BIN)/qtt tune $(DEMO_DATA) --budget $(DEMO_BUDGET) --hub tiny --space examples/space-demo.yaml \
+		--weights random --max-input-size 32 --max-epochs 4 --delta-t 1 --out $(DEMO_RUN) --seed 0
 	$(BIN)/qtt leaderboard $(DEMO_RUN) --top 10 --test $(DEMO_DATA)/test
 	$(BIN)/qtt export-best $(DEMO_RUN) --out $(DEMO_RUN)/export --overwrite
 	$(BIN)/qtt predict $(DEMO_RUN)/export $$(ls $(DEMO_DATA)/test/3/* | head -n 2)

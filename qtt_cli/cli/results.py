@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from qtt_cli.cli.errors import fail, user_errors
+from qtt_cli.cli.errors import EXIT_BAD_INPUT, fail, user_errors
 
 RunDirArg = Annotated[Path, typer.Argument(help="Run directory of `qtt tune`.")]
 
@@ -33,6 +33,8 @@ def leaderboard_command(
     with user_errors():
         if json_output and csv_output:
             fail("choose one of --json and --csv")
+        if top is not None and top < 1:
+            fail(f"--top must be >= 1, got {top}")
         RunDir(run_dir).read_run()
         table = leaderboard(run_dir, top=top)
         if test is not None:
@@ -114,11 +116,21 @@ def predict_command(
     from qtt_cli.export import predict
 
     with user_errors():
+        if top < 1:
+            fail(f"--top must be >= 1, got {top}")
         results = predict(export_dir, images)
     if json_output:
         typer.echo(json.dumps(results, indent=2))
-        return
-    for item in results:
-        ranked = sorted(item["probabilities"].items(), key=lambda kv: -kv[1])[:top]
-        shown = ", ".join(f"{name} {p:.3f}" for name, p in ranked)
-        typer.echo(f"{item['image']}: {shown}")
+    else:
+        for item in results:
+            if "error" in item:
+                continue
+            ranked = sorted(item["probabilities"].items(), key=lambda kv: -kv[1])[:top]
+            shown = ", ".join(f"{name} {p:.3f}" for name, p in ranked)
+            typer.echo(f"{item['image']}: {shown}")
+    failed = [item for item in results if "error" in item]
+    for item in failed:
+        typer.echo(f"error: {item['image']}: {item['error']}", err=True)
+    if failed:
+        typer.echo(f"error: {len(failed)} of {len(results)} image(s) could not be classified", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)

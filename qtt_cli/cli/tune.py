@@ -118,6 +118,9 @@ def resume_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory of an earlier `qtt tune`.")],
     budget: Annotated[str | None, typer.Option(help="New total budget (default: the run's own).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="New total step limit.")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Torch device for this session (e.g. cpu after a run started on cuda).")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write RUNDIR/report/index.html.")] = False,
@@ -131,6 +134,7 @@ def resume_command(
             budget_s=parse_budget(budget) if budget else None,
             max_steps=max_steps,
             reporter=make_reporter(quiet=quiet),
+            device=device,
         )
     _report(summary, no_report, quiet)
     _finish(summary, json_output)

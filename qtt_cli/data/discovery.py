@@ -15,6 +15,9 @@ import numpy as np
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
+# Names of the validation folder next to train/ (``valid/`` and ``validation/`` are common in the wild).
+VAL_FOLDER_NAMES = ("val", "valid", "validation")
+
 EXPECTED_LAYOUT = (
     "expected ROOT/<class>/<image> or ROOT/train/<class>/<image> "
     "(optionally ROOT/val/<class>/<image> and ROOT/test/<class>/<image>)"
@@ -77,11 +80,17 @@ def discover(root: Path, val_fraction: float = 0.2, seed: int = 0) -> DatasetSpl
         raise DatasetError(f"dataset path {root} is not a directory; {EXPECTED_LAYOUT}")
 
     if (root / "train").is_dir():
-        layout = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
-        where = {name: f"{name}/ ({folder})" for name, folder in layout.items()}
+        layout = {name: root / name for name in ("train", "test") if (root / name).is_dir()}
+        val_dirs = [root / name for name in VAL_FOLDER_NAMES if (root / name).is_dir()]
+        if len(val_dirs) > 1:
+            raise DatasetError(f"found {' and '.join(f'{d.name}/' for d in val_dirs)} in {root}; keep one "
+                               "validation folder")
+        if val_dirs:
+            layout["val"] = val_dirs[0]
+        where = {name: f"{folder.name}/ ({folder})" for name, folder in layout.items()}
     else:
         subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-        if subdirs and subdirs <= {"val", "test"}:
+        if subdirs and subdirs <= {*VAL_FOLDER_NAMES, "test"}:
             present = " and ".join(f"{d}/" for d in sorted(subdirs))
             raise DatasetError(f"found {present} but no train/ in {root}; {EXPECTED_LAYOUT}")
         layout = {"train": root}

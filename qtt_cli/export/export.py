@@ -12,6 +12,9 @@ An export folder is self-describing and pickle-free::
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,11 @@ from qtt_cli.export.trained import (
     load_pipeline,
     load_weights_file,
     ranked_with_weights,
+    read_meta,
 )
 from qtt_cli.hub import Preprocessing
 from qtt_cli.store import HYPERPARAMETER_COLUMNS, RunDir
+from qtt_cli.store.files import DiskFullError, is_disk_full
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 META_FILE = "qtt-model.json"
@@ -54,8 +59,25 @@ def export_best(
         raise ExportError(f"pipeline {pipeline_id!r} has no kept weights; exportable: {', '.join(ranked[:10])}")
     pid = pipeline_id or ranked[0]
     trained = load_pipeline(run_dir, pid)
-    _prepare_out(Path(out), overwrite)
+    out = Path(out)
+    _check_out(out, overwrite)
+    # Written into a temporary sibling folder and moved into place at the end: a failed export (a missing
+    # optional package, a full disk, Ctrl-C) leaves the previous export or nothing, never a partial folder.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".qtt-export.tmp", dir=out.parent))
+    try:
+        meta = _write_export(trained, run_dir, pid, format, staging)
+        _make_readable(staging)
+        _move_into_place(staging, out)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(exc, out.parent):
+            raise DiskFullError(out) from exc
+        raise
+    return meta
 
+
+def _write_export(trained: TrainedModel, run_dir: Path, pid: str, format: str, out: Path) -> dict[str, Any]:
     meta = {
         "qtt_version": __version__,
         "pipeline_id": pid,
@@ -69,14 +91,35 @@ def export_best(
         "hyperparameters": _hyperparameters(run_dir, pid),
         "files": {"weights": WEIGHTS_FILE},
     }
-    save_file({k: v.contiguous() for k, v in trained.model.state_dict().items()}, str(Path(out) / WEIGHTS_FILE))
+    save_file({k: v.contiguous() for k, v in trained.model.state_dict().items()}, str(out / WEIGHTS_FILE))
     if format == "torchscript":
-        meta["files"]["torchscript"] = _torchscript(trained, Path(out))
+        meta["files"]["torchscript"] = _torchscript(trained, out)
     elif format == "onnx":
-        meta["files"]["onnx"] = _onnx(trained, Path(out))
-    (Path(out) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    (Path(out) / "README.md").write_text(_readme(meta))
+        meta["files"]["onnx"] = _onnx(trained, out)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "README.md").write_text(_readme(meta))
     return meta
+
+
+def _make_readable(folder: Path) -> None:
+    """Files as the user's umask would make them (mkdtemp and some writers use 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    if out.is_dir() and any(out.iterdir()):  # an earlier export, replaced with --overwrite
+        old = out.with_name(f".{out.name}.{os.getpid()}.qtt-export-old.tmp")
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if out.is_dir():
+            out.rmdir()
+        os.replace(staging, out)
 
 
 def load_export(export_dir: Path) -> TrainedModel:
@@ -84,28 +127,48 @@ def load_export(export_dir: Path) -> TrainedModel:
     meta_file = Path(export_dir) / META_FILE
     if not meta_file.exists():
         raise ExportError(f"{export_dir} is not a qtt export (no {META_FILE}); create one with `qtt export-best`")
-    meta = json.loads(meta_file.read_text())
-    model = load_weights_file(meta["model"], meta["num_classes"], Path(export_dir) / meta["files"]["weights"])
-    pre = dict(meta["preprocessing"])
-    side = int(pre.pop("decode_side"))
-    return TrainedModel(model, meta, Preprocessing.from_dict(pre), side)
+    meta = read_meta(meta_file, "the export's description; export the run again with `qtt export-best`")
+    try:
+        weights = Path(export_dir) / meta["files"]["weights"]
+        pre = dict(meta["preprocessing"])
+        side = int(pre.pop("decode_side"))
+        preprocessing = Preprocessing.from_dict(pre)
+        model_name, num_classes = meta["model"], int(meta["num_classes"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ExportError(
+            f"{meta_file} lacks or has a wrong {exc}; export the run again with `qtt export-best`") from None
+    model = load_weights_file(model_name, num_classes, weights)
+    return TrainedModel(model, meta, preprocessing, side)
 
 
 def predict(export_dir: Path, images: list[Path]) -> list[dict[str, Any]]:
-    """Class probabilities for each image, in the order given."""
-    missing = [str(p) for p in images if not Path(p).is_file()]
-    if missing:
-        raise ExportError(f"image file(s) not found: {', '.join(missing[:5])}")
+    """Class probabilities for each image, in the order given.
+
+    An image that is missing or cannot be decoded gets an ``error`` entry instead of probabilities, and the
+    others are still classified (one bad file in a batch of thousands must not cost the rest).
+    """
     trained = load_export(export_dir)
-    probabilities = trained.logits([Path(p) for p in images]).softmax(dim=1)
-    return [
-        {
-            "image": str(path),
-            "label": trained.classes[int(row.argmax())],
-            "probabilities": {name: round(float(p), 6) for name, p in zip(trained.classes, row, strict=True)},
-        }
-        for path, row in zip(images, probabilities, strict=True)
-    ]
+    results: list[dict[str, Any]] = []
+    readable: list[tuple[int, torch.Tensor]] = []
+    for i, path in enumerate(images):
+        results.append({"image": str(path)})
+        if not Path(path).is_file():
+            results[-1]["error"] = "file not found"
+            continue
+        try:
+            readable.append((i, trained.preprocess(Path(path))))
+        except ExportError as exc:
+            results[-1]["error"] = str(exc)
+    if readable:
+        with torch.inference_mode():
+            trained.model.eval()
+            logits = torch.cat([trained.model(torch.stack([t for _, t in readable[k:k + 64]])).float()
+                                for k in range(0, len(readable), 64)])
+        for (i, _), row in zip(readable, logits.softmax(dim=1), strict=True):
+            results[i]["label"] = trained.classes[int(row.argmax())]
+            results[i]["probabilities"] = {name: round(float(p), 6)
+                                           for name, p in zip(trained.classes, row, strict=True)}
+    return results
 
 
 def score_on_folder(run_dir: Path, test_dir: Path, pipeline_ids: list[str]) -> dict[str, float | None]:
@@ -146,15 +209,14 @@ def _labelled_images(folder: Path, classes: list[str]) -> tuple[list[Path], list
     return images, labels
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a folder for the exported model")
+    if out.is_dir() and any(out.iterdir()):
         if not (out / META_FILE).exists():
             raise ExportError(f"{out} is not empty and is not a qtt export; choose another --out")
         if not overwrite:
             raise ExportError(f"{out} already holds an export; add --overwrite to replace it")
-        for name in (WEIGHTS_FILE, META_FILE, "README.md", "model.torchscript.pt", "model.onnx"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _hyperparameters(run_dir: Path, pid: str) -> dict[str, Any]:
@@ -165,8 +227,14 @@ def _hyperparameters(run_dir: Path, pid: str) -> dict[str, Any]:
 
 
 def _example_input(trained: TrainedModel) -> torch.Tensor:
-    side = trained.preprocessing.input_size
-    return torch.zeros(1, 3, side, side)
+    return example_batch(trained.preprocessing.input_size)
+
+
+def example_batch(side: int) -> torch.Tensor:
+    """The input an export is traced with. Two images, not one: torch.export specialises a dimension of size 1
+    to a constant, and an ONNX graph traced at batch 1 declared a dynamic batch but failed in onnxruntime for
+    any batch above 1 (edgenext's reshapes)."""
+    return torch.zeros(2, 3, side, side)
 
 
 def _torchscript(trained: TrainedModel, out: Path) -> str:
@@ -180,15 +248,21 @@ def _torchscript(trained: TrainedModel, out: Path) -> str:
 
 
 def _onnx(trained: TrainedModel, out: Path) -> str:
+    export_onnx(trained.model, trained.preprocessing.input_size, out / "model.onnx")
+    return "model.onnx"
+
+
+def export_onnx(model: torch.nn.Module, side: int, path: Path) -> None:
+    """``model`` as ONNX with a dynamic batch dimension (input ``images``, output ``logits``)."""
     try:
         import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
     except ImportError:
-        raise ExportError("ONNX export needs the onnx package: pip install 'qtt-cli[onnx]'") from None
+        raise ExportError("ONNX export needs the onnx and onnxscript packages: pip install 'qtt-cli[onnx]'") from None
     torch.onnx.export(
-        trained.model.eval(), (_example_input(trained),), str(out / "model.onnx"),
+        model.eval(), (example_batch(side),), str(path),
         input_names=["images"], output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
     )
-    return "model.onnx"
 
 
 def _readme(meta: dict[str, Any]) -> str:

@@ -55,9 +55,31 @@ class TrainedModel:
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
 
+def read_meta(path: Path, remedy: str) -> dict[str, Any]:
+    """A JSON description (best.json, qtt-model.json), or an ExportError naming the file."""
+    try:
+        meta = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExportError(f"{path} is missing; {remedy}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{path} is not valid JSON ({exc}); {remedy}") from None
+    if not isinstance(meta, dict):
+        raise ExportError(f"{path} should hold a JSON object; {remedy}")
+    return meta
+
+
 def load_weights_file(model_name: str, num_classes: int, weights_file: Path) -> torch.nn.Module:
+    """The timm model with the weights of ``weights_file`` (strict), or an ExportError naming the file."""
+    if not Path(weights_file).is_file():
+        raise ExportError(f"weights file {weights_file} is missing")
     model = create_model(model_name, num_classes, Weights("random"))
-    model.load_state_dict(load_file(str(weights_file)), strict=True)
+    try:
+        state = load_file(str(weights_file))
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # noqa: BLE001 -- garbage, truncated or mismatched weights: the file is unusable
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        raise ExportError(f"cannot load the weights in {weights_file} into {model_name} with {num_classes} "
+                          f"classes: {first}") from None
     return model.eval()
 
 
@@ -72,7 +94,7 @@ def load_pipeline(run_dir: Path, pipeline_id: str) -> TrainedModel:
             f"no kept weights for pipeline {pipeline_id} in {run.root} (only the best --keep-best pipelines "
             "keep their weights)"
         )
-    meta = json.loads(meta_file.read_text())
+    meta = read_meta(meta_file, f"the run keeps no usable best weights for {pipeline_id}")
     model = load_weights_file(meta["model"], meta["num_classes"], weights)
     return TrainedModel(model, meta, Preprocessing.from_dict(meta["preprocessing"]), int(info["cache_side"]))
 

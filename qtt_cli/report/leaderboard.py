@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -41,12 +42,26 @@ def leaderboard(run_dir: Path, *, top: int | None = None) -> pd.DataFrame:
                 **{name: _plain(first[name]) for name in KEY_HYPERPARAMETERS},
             }
         )
+    _mark_stopped(Path(run_dir), rows)
     table = pd.DataFrame(rows).sort_values(
         ["best_val_top1", "cost_s"], ascending=[False, True], na_position="last", kind="stable"
     )
     table.insert(0, "rank", range(1, len(table) + 1))
     table = table.reset_index(drop=True)
     return table.head(top) if top else table
+
+
+def _mark_stopped(run_dir: Path, rows: list[dict]) -> None:
+    """A pipeline that is neither finished nor failed but has no checkpoint to continue from (given up for
+    --max-checkpoints, or deleted) is "stopped", as the optimizer sees it, not "ok"."""
+    try:
+        max_epochs = int(json.loads((run_dir / "run.json").read_text())["settings"]["max_epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for row in rows:
+        if row["status"] == "ok" and 0 < row["epochs"] < max_epochs:
+            if not (run_dir / "checkpoints" / row["pipeline_id"] / f"epoch-{row['epochs']:04d}.pt").is_file():
+                row["status"] = "stopped"
 
 
 def _plain(value):

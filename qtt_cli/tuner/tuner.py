@@ -534,6 +534,12 @@ def resume(
     reporter: Reporter | None = None, **overrides: Any,
 ) -> TuneSummary:
     """Continue a run with its saved settings (optionally a new budget or step limit)."""
-    saved = RunDir(Path(run_dir)).read_run()["settings"]
-    settings = TuneSettings.from_json(saved, budget_s=budget_s, max_steps=max_steps, out=str(run_dir), **overrides)
+    rd = RunDir(Path(run_dir))
+    saved = rd.read_run()["settings"]
+    try:
+        settings = TuneSettings.from_json(saved, budget_s=budget_s, max_steps=max_steps, out=str(run_dir),
+                                          **overrides)
+    except (TypeError, ValueError) as exc:
+        raise RunDirError(f"the settings in {rd.run_file} are not valid ({exc}); rerun `qtt tune` with the "
+                          "settings you want and --overwrite, or choose another --out") from None
     return tune(settings, reporter=reporter)

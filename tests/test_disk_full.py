@@ -1,0 +1,94 @@
+"""A full disk stops the run with a clear message and exit 2, leaves nothing half-written, and the rerun
+resumes once space is freed (issue 11, item 8). On a real (small) tmpfs: needs root, as CI has."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from qtt_cli.cli.app import app
+from qtt_cli.store import RunDir
+
+runner = CliRunner()
+CHEAP_SPACE: Path = Path()  # set by the autouse fixture below
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def fill(disk: Path, leave_bytes: int) -> Path:
+    filler = disk / "filler.bin"
+    free = shutil.disk_usage(disk).free
+    with open(filler, "wb") as fh:
+        os.posix_fallocate(fh.fileno(), 0, max(free - leave_bytes, 1))
+    return filler
+
+
+def tune_args(dataset: Path, out: Path, hub: Path, steps: int) -> list[str]:
+    return ["tune", str(dataset), "--out", str(out), "--hub", str(hub), "--weights", "random", "--quiet",
+            "--max-input-size", "32", "--max-epochs", "3", "--budget", "10m", "--optimizer", "random",
+            "--space", str(CHEAP_SPACE),
+            "--no-report", "--max-steps", str(steps)]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if ".tmp" in p.name]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cheap_space(cheap_space) -> None:
+    global CHEAP_SPACE
+    CHEAP_SPACE = cheap_space
+
+
+@pytest.fixture(scope="module")
+def one_hub(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("hub") / "one.yaml"
+    path.write_text("models:\n  - name: mobilenetv3_small_050.lamb_in1k\n    input_size: 32\n")
+    return path
+
+
+def test_disk_full_during_a_step_stops_the_run_and_the_rerun_resumes(small_disk, digits_dir, one_hub):
+    out = small_disk / "run"
+    assert runner.invoke(app, tune_args(digits_dir, out, one_hub, 1)).exit_code == 0
+    before = RunDir(out).store.load()
+    checkpoint = out / "checkpoints" / "p0001" / "epoch-0001.pt"
+    saved = checkpoint.read_bytes()
+
+    filler = fill(small_disk, leave_bytes=200_000)  # room for the small JSON files, not for a checkpoint
+    result = runner.invoke(app, tune_args(digits_dir, out, one_hub, 3))
+    assert result.exit_code == 2, result.output
+    assert "no space left" in result.stderr and "Traceback" not in result.output
+    assert RunDir(out).store.load().equals(before)  # the store is intact, no failed pipeline recorded
+    assert checkpoint.read_bytes() == saved  # so is the checkpoint the pipeline continues from
+    assert leftovers(out) == []
+
+    filler.unlink()
+    resumed = runner.invoke(app, tune_args(digits_dir, out, one_hub, 3))
+    assert resumed.exit_code == 0, resumed.output
+    history = RunDir(out).store.load()
+    assert list(history["epoch"]) == [1, 2, 3] and (history["status"] == "ok").all()
+
+
+def test_a_full_disk_before_the_first_step_is_bad_input(small_disk, digits_dir, one_hub):
+    out = small_disk / "run"
+    filler = fill(small_disk, leave_bytes=0)
+    result = runner.invoke(app, tune_args(digits_dir, out, one_hub, 1))
+    assert result.exit_code == 2, result.output
+    assert "no space left" in result.stderr and "Traceback" not in result.output
+    assert leftovers(small_disk) == []
+    filler.unlink()
+    assert runner.invoke(app, tune_args(digits_dir, out, one_hub, 1)).exit_code == 0
