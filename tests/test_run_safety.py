@@ -258,3 +258,18 @@ def test_heartbeat_persists_the_budget_between_steps(tmp_path):
     assert len(saved) >= 3 and saved == sorted(saved) and saved[0] > 10.0
 
 
+
+
+@pytest.mark.slow
+def test_two_runs_started_at_once_on_one_out_are_told_the_truth(tmp_path, digits_dir, one_hub):
+    """Either they happen to run one after the other (both succeed: the second resumes), or one is refused
+    because the other is using the folder; never "not a qtt run directory" for a run being created."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "qtt_cli", *tune_args(digits_dir, out, one_hub, "--max-steps", "1")]
+    procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    for code, stderr in results:
+        assert code in (0, 2), stderr
+        if code == 2:
+            assert "another qtt process is using" in stderr, stderr
+    assert any(code == 0 for code, _ in results)

@@ -22,7 +22,6 @@ from qtt_cli import __version__
 from qtt_cli.data import DatasetIdentity, ImageCache, build_cache, cache_is_current, discover, meta_features
 from qtt_cli.execution import Executor, Finished, InProcessExecutor, StepTask, check_executor, make_executor
 from qtt_cli.hub import Hub, Weights, ensure_weights_available, load_hub, parse_weights
-from qtt_cli.optimizer.pending import with_in_flight
 from qtt_cli.optimizer import (
     BudgetStatus,
     Optimizer,
@@ -32,6 +31,7 @@ from qtt_cli.optimizer import (
     Suggestion,
     pipeline_states,
 )
+from qtt_cli.optimizer.pending import with_in_flight
 from qtt_cli.space import build_space, load_space
 from qtt_cli.store import RunDir, RunDirError, make_rows
 from qtt_cli.store.files import DiskFullError, is_disk_full
@@ -72,6 +72,7 @@ class PreparedRun:
     def close(self) -> None:
         if self.executor is not None:
             self.executor.close()
+        _detach_log_file()  # the run's log file is not held open after it (unmounts, deleting the run)
         self.lock.__exit__(None, None, None)
 
 
@@ -123,6 +124,7 @@ def prepare(settings: TuneSettings, *, overwrite: bool = False, reporter: Report
         return _prepare_locked(settings, run_dir, hub, space, weights, splits, identity, overwrite, reporter,
                                lock)
     except BaseException:
+        _detach_log_file()
         lock.__exit__(None, None, None)
         raise
 
@@ -513,6 +515,12 @@ class _QuietFileHandler(logging.FileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 -- logging's name
         pass
+
+
+def _detach_log_file() -> None:
+    for handler in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+        log.removeHandler(handler)
+        handler.close()
 
 
 def _attach_log_file(path: Path) -> None:
