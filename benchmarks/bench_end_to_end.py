@@ -194,7 +194,8 @@ def write_docs(table: pd.DataFrame, curves: pd.DataFrame, args, counts: dict) ->
     ax.axvline(args.budget / 60, color="k", lw=0.5)
     ax.set_xlabel("search time (min)")
     ax.set_ylabel("best validation top-1 (%)")
-    ax.set_title(f"qtt tune on Fashion-MNIST ({counts['train']} train images, tiny hub, 32 px, {args.weights} weights)")
+    ax.set_title(f"qtt tune on Fashion-MNIST ({counts['train']} train images, tiny hub, 32 px, {args.weights} weights)",
+                 fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.docs / "bench-end-to-end.png", dpi=120)
