@@ -105,6 +105,9 @@ def test_report_page_is_self_contained_with_one_row_per_pipeline(tmp_path):
     assert rows == ["p0002", "p0001", "p0003", "p0004"]  # ranked, the failed pipeline last
     assert '<tr data-pipeline="p0002" class="best">' in page
     assert '<span id="best-model">model_b</span>' in page
+    p0004 = page[page.index('<tr data-pipeline="p0004"'):]
+    assert p0004.startswith('<tr data-pipeline="p0004"><td>4</td>')  # integers stay integers beside a NaN
+    assert "<td>72.00</td><td>3</td><td>3</td><td>60.00</td>" in page  # p0002: 72 % at epoch 3 of 3, 60 s
     recipe = page[page.index('<table id="recipe">'):]
     assert "<th>spg_modules</th><td class=\"text\">3</td>" in recipe and "momentum" not in recipe
     assert "Mean absolute error of the accuracy prediction: 5.8 percentage points" in page  # (5+2+15+1)/4

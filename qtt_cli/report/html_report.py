@@ -28,6 +28,7 @@ table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #eee; } td.text { text-align: left; }
 tr.best { font-weight: bold; background: #f3f7ff; }
+#leaderboard { width: 100%; } td.strategy { font-size: 0.85em; max-width: 16em; }
 figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; max-width: 900px; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .summary td { text-align: left; }
@@ -40,6 +41,9 @@ _TABLE = (
     ("lr", "lr"), ("opt", "optimizer"), ("batch_size", "batch"), ("data_augmentation", "augmentation"),
     ("strategy", "strategies"),
 )
+
+
+_INTEGERS = {"rank", "best_epoch", "epochs", "batch_size"}
 
 
 def default_report_dir(run_dir: Path) -> Path:
@@ -144,7 +148,7 @@ def _leaderboard(table, best: str | None) -> str:
     rows = []
     for _, row in table.iterrows():
         cls = ' class="best"' if row["pipeline_id"] == best else ""
-        cells = "".join(_cell(row.get(name)) for name, _ in _TABLE)
+        cells = "".join(_cell(row.get(name), integer=name in _INTEGERS, css=name) for name, _ in _TABLE)
         rows.append(f'<tr data-pipeline="{_e(row["pipeline_id"])}"{cls}>{cells}</tr>')
     return f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -154,15 +158,17 @@ def _recipe(values: dict[str, Any]) -> str:
     return f'<table id="recipe">{rows}</table>'
 
 
-def _cell(value) -> str:
+def _cell(value, *, integer: bool = False, css: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "<td></td>"
+    if integer and isinstance(value, float | np.floating) and float(value).is_integer():
+        return f"<td>{int(value)}</td>"  # an integer column that pandas made float (a NaN for a failure)
     if isinstance(value, float | np.floating):
         text = f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
         return f"<td>{text}</td>"
     if isinstance(value, int | np.integer):
         return f"<td>{value}</td>"
-    return f'<td class="text">{_e(value)}</td>'
+    return f'<td class="text {css}">{_e(value)}</td>' if css == "strategy" else f'<td class="text">{_e(value)}</td>'
 
 
 def _figure(name: str, png: bytes, caption: str) -> str:
