@@ -133,7 +133,7 @@ def _summary(data: RunData, best: str | None) -> str:
     if best is not None:
         top = data.table.iloc[0]
         rows.append(("best", f"{top['model']} ({best}): {top['best_val_top1']:.2f} % validation top-1 at epoch "
-                             f"{top['best_epoch']}"))
+                             f"{int(top['best_epoch'])}"))
     body = "".join(f'<tr><th>{_e(k)}</th><td class="text">{_e(v)}</td></tr>' for k, v in rows)
     return f'<table class="summary">{body}</table>'
 
