@@ -87,7 +87,8 @@ def main() -> None:
     one, two = median("in-process", 1, "steps_per_min"), median("local", 2, "steps_per_min")
     summary = {
         "budget_s": args.budget, "repeats": args.repeats, "per_class": args.per_class,
-        "steps_per_min_1_worker": one, "steps_per_min_2_workers": two, "speedup_2_vs_1": two / one if one and two else None,
+        "steps_per_min_1_worker": one, "steps_per_min_2_workers": two,
+        "speedup_2_vs_1": two / one if one and two else None,
         "overhead_median_ms_in_process": median("in-process", 1, "overhead_median_ms"),
         "overhead_median_ms_local": median("local", 2, "overhead_median_ms"),
         "overhead_p90_ms_local": median("local", 2, "overhead_p90_ms"),

@@ -21,7 +21,10 @@ from typing import Any
 from qtt_cli.space.config import PipelineConfig
 from qtt_cli.worker.results import EpochResult, StepResult
 
-__all__ = ["WORKER_DIED", "Executor", "ExecutorError", "Finished", "StepTask", "WorkerSpec", "result_from_dict", "result_to_dict"]
+__all__ = [
+    "WORKER_DIED", "Executor", "ExecutorError", "Finished", "StepTask", "WorkerSpec", "result_from_dict",
+    "result_to_dict",
+]
 
 WORKER_DIED = "worker died"
 

@@ -20,6 +20,7 @@ Messages are plain dicts over a ``multiprocessing`` pipe (nothing is pickled int
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -148,10 +149,9 @@ class LocalProcessExecutor(Executor):
         if worker is None:
             raise RuntimeError("no free worker (submit only while free_slots > 0)")
         worker.task = task
-        try:
+        # a worker that died between two steps: its sentinel reports it in wait() and the step comes back failed
+        with contextlib.suppress(BrokenPipeError, OSError):
             worker.conn.send(("step", task.to_dict()))
-        except (BrokenPipeError, OSError):
-            pass  # it died between two steps: the sentinel reports it in wait() and the step comes back failed
 
     def wait(self, timeout: float | None = None) -> list[Finished]:
         return self._poll(timeout)
@@ -166,10 +166,8 @@ class LocalProcessExecutor(Executor):
     def close(self) -> None:
         for w in self._workers:
             if w.task is None and w.process.is_alive():
-                try:
+                with contextlib.suppress(BrokenPipeError, OSError):
                     w.conn.send(("stop", None))
-                except (BrokenPipeError, OSError):
-                    pass
         end = time.monotonic() + 5.0
         for w in self._workers:
             if w.task is None:
@@ -264,10 +262,8 @@ def worker_main(conn: Connection, spec: dict[str, Any], env: dict[str, str], cpu
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the tuner's to handle
     _die_with_parent(parent_pid)
     if cpus and hasattr(os, "sched_setaffinity"):
-        try:
+        with contextlib.suppress(OSError):
             os.sched_setaffinity(0, cpus)
-        except OSError:
-            pass
     from qtt_cli.execution.runtime import build_worker, run_task
 
     try:

@@ -6,6 +6,7 @@ so the decoded-image cache stays mapped and the timm/torch imports are paid once
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,8 @@ def configure_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set, or parallel work already ran in this process
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set, or parallel work already ran in this process
-        pass
 
 
 def build_worker(spec: WorkerSpec):

@@ -49,7 +49,9 @@ def with_in_flight(
     return seen
 
 
-def in_flight_rows(config_ids: tuple[str, ...], pipelines: Mapping[str, PipelineState]) -> list[tuple[int, PipelineState]]:
+def in_flight_rows(
+    config_ids: tuple[str, ...], pipelines: Mapping[str, PipelineState]
+) -> list[tuple[int, PipelineState]]:
     """(row in the curve set, state) of the pipelines in flight that have epochs to fantasise."""
     rows = {cid: i for i, cid in enumerate(config_ids)}
     return [
