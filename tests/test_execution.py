@@ -217,25 +217,33 @@ def test_tuner_killed_at_random_moments_resumes_without_losing_or_duplicating_ep
     rng = random.Random(9)
     out = tmp_path / "run"
     every_worker: set[int] = set()
-    kills_with_workers = 0
+    kills_with_workers = kills_after_a_record = 0
     completed_before = 0
     log = out / "logs" / "tune.log"
 
     def workers_ready() -> int:
         return log.read_text().count(" ready in ") if log.exists() else 0
 
+    def recorded() -> int:
+        try:
+            return len(pd.read_parquet(out / "results.parquet"))
+        except (OSError, ValueError):
+            return 0
+
+    # The moments are random within three phases, each reached by waiting for an event (never for a fixed
+    # time, which depends on the machine): from the launch on (start-up included), after both workers are
+    # ready (steps in flight), and after this session recorded a step (recorded rows to lose or duplicate).
     for i in range(10):
-        before = workers_ready()
+        before, rows_before = workers_ready(), recorded()
         tuner = _tune(digits_dir, out)
         seen: set[int] = set()
-        if i % 2 == 0:  # a random moment with both workers training (the clock starts when they are ready) ...
-            started = time.monotonic()
-            while workers_ready() < before + 2 and tuner.poll() is None and time.monotonic() - started < 300:
-                seen |= descendants(tuner.pid)
-                time.sleep(0.05)
-            end = time.monotonic() + rng.uniform(0.5, 6.0)
-        else:  # ... or any moment from the launch on, start-up included
-            end = time.monotonic() + rng.uniform(0.5, 10.0)
+        phase = i % 3
+        event = {0: lambda: True, 1: lambda: workers_ready() >= before + 2, 2: lambda: recorded() > rows_before}
+        started = time.monotonic()
+        while not event[phase]() and tuner.poll() is None and time.monotonic() - started < 600:
+            seen |= descendants(tuner.pid)
+            time.sleep(0.05)
+        end = time.monotonic() + rng.uniform(0.5, 8.0 if phase == 0 else 3.0)
         while time.monotonic() < end and tuner.poll() is None:
             seen |= descendants(tuner.pid)
             time.sleep(0.05)
@@ -244,6 +252,7 @@ def test_tuner_killed_at_random_moments_resumes_without_losing_or_duplicating_ep
         os.kill(tuner.pid, signal.SIGKILL)
         tuner.wait(timeout=30)
         kills_with_workers += len(seen) >= 2
+        kills_after_a_record += phase == 2
         every_worker |= seen
         assert wait_gone(seen) == set(), "worker processes outlived the killed tuner"
         done = completed_epochs_are_contiguous(out)
@@ -255,7 +264,7 @@ def test_tuner_killed_at_random_moments_resumes_without_losing_or_duplicating_ep
     assert final.returncode == 0, final.stderr
     done = completed_epochs_are_contiguous(out)
     assert len(done) > completed_before
-    assert kills_with_workers >= 5 and completed_before > 0
+    assert kills_with_workers >= 6 and kills_after_a_record == 3 and completed_before > 0
     assert wait_gone(every_worker) == set()
 
 
