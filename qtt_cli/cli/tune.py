@@ -55,7 +55,8 @@ def tune_command(
         typer.Option(help="Pipelines in training that keep a checkpoint to continue from; the weakest beyond it stop."),
     ] = 32,
     workers: Annotated[
-        int, typer.Option(help="Steps trained at once: N worker processes splitting the CPU cores (1: in this process).")
+        int,
+        typer.Option(help="Steps trained at once: N worker processes splitting the CPU cores (1: in this process)."),
     ] = 1,
     devices: Annotated[
         str | None, typer.Option(help="GPUs to train on, one worker process each: 0,1 or auto (every visible GPU).")
@@ -71,7 +72,9 @@ def tune_command(
     ] = None,
     priors: Annotated[
         Path | None,
-        typer.Option(help="Quick-Tune priors from `qtt meta-train` (e.g. with --run of past runs) instead of the shipped ones."),
+        typer.Option(
+            help="Quick-Tune priors from `qtt meta-train` (e.g. with --run of past runs) instead of the shipped ones."
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --out and start over.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,

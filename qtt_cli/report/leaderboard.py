@@ -59,9 +59,9 @@ def _mark_stopped(run_dir: Path, rows: list[dict]) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         return
     for row in rows:
-        if row["status"] == "ok" and 0 < row["epochs"] < max_epochs:
-            if not (run_dir / "checkpoints" / row["pipeline_id"] / f"epoch-{row['epochs']:04d}.pt").is_file():
-                row["status"] = "stopped"
+        checkpoint = run_dir / "checkpoints" / row["pipeline_id"] / f"epoch-{row['epochs']:04d}.pt"
+        if row["status"] == "ok" and 0 < row["epochs"] < max_epochs and not checkpoint.is_file():
+            row["status"] = "stopped"
 
 
 def _plain(value):
