@@ -35,7 +35,7 @@ def fast_hub(tmp_path_factory) -> Path:
 def tune_args(dataset: Path, out: Path, hub: Path, *extra: str) -> list[str]:
     return [
         "tune", str(dataset), "--out", str(out), "--hub", str(hub), "--weights", "random",
-        "--max-input-size", "32", "--max-epochs", "2", "--budget", "5m", "--quiet", "--optimizer", "random", *extra,
+        "--max-input-size", "32", "--max-epochs", "2", "--budget", "60m", "--quiet", "--optimizer", "random", *extra,
     ]
 
 
@@ -176,7 +176,7 @@ def test_a_stop_request_ends_the_run_after_the_step_in_flight(tmp_path, digits_s
             request_stop()
 
     settings = TuneSettings(
-        dataset=digits_split_dir, out=tmp_path / "run", budget_s=300, hub=str(fast_hub), weights="random",
+        dataset=digits_split_dir, out=tmp_path / "run", budget_s=3600, hub=str(fast_hub), weights="random",
         max_input_size=32, max_epochs=2, optimizer="random",
     )  # fmt: skip
     summary = tune(settings, reporter=StopDuringTheFirstStep())

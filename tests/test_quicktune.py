@@ -182,7 +182,7 @@ def test_qtt_tune_with_quicktune_runs_end_to_end(tmp_path, digits_split_dir, mod
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "tune", str(digits_split_dir), "--out", str(out), "--hub", str(hub), "--weights", "random",
-        "--max-input-size", "32", "--max-epochs", "2", "--max-steps", "3", "--budget", "5m",
+        "--max-input-size", "32", "--max-epochs", "2", "--max-steps", "3", "--budget", "60m",
         "--optimizer", "quicktune", "--json",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output

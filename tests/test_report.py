@@ -145,7 +145,7 @@ def test_tune_writes_the_report_unless_told_not_to(tmp_path, digits_split_dir, m
     hub = tmp_path / "hub.yaml"
     hub.write_text("name: one\nmodels:\n  - name: lcnet_050.ra2_in1k\n    input_size: 32\n")
     args = ["tune", str(digits_split_dir), "--hub", str(hub), "--weights", "random", "--max-input-size", "32",
-            "--max-epochs", "1", "--max-steps", "1", "--budget", "5m", "--quiet", "--optimizer", "random"]
+            "--max-epochs", "1", "--max-steps", "1", "--budget", "60m", "--quiet", "--optimizer", "random"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "with")])
     assert result.exit_code == 0, result.output
     assert "lcnet_050.ra2_in1k" in (tmp_path / "with" / "report" / "index.html").read_text()
