@@ -238,7 +238,7 @@ def test_tuner_killed_at_random_moments_resumes_without_losing_or_duplicating_ep
         tuner = _tune(digits_dir, out)
         seen: set[int] = set()
         phase = i % 3
-        event = {0: lambda: True, 1: lambda: workers_ready() >= before + 2, 2: lambda: recorded() > rows_before}
+        event = {0: lambda: True, 1: lambda b=before: workers_ready() >= b + 2, 2: lambda r=rows_before: recorded() > r}
         started = time.monotonic()
         while not event[phase]() and tuner.poll() is None and time.monotonic() - started < 600:
             seen |= descendants(tuner.pid)
