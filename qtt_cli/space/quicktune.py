@@ -121,7 +121,9 @@ HYPERPARAMETERS: tuple[HyperparameterDef, ...] = (
 TRAINING_METHODS: tuple[HyperparameterDef, ...] = (
     # Sampled less often than the Table 7 strategies: the meta-learned predictors cannot see them (not in the
     # meta-dataset), HVP multiplies the cost of a step, and neither improved accuracy in our measurements
-    # (benchmarks/bench_spg_hvp.py). A space file that lists their values samples them uniformly.
+    # (benchmarks/bench_spg_hvp.py: from random weights on digits, and finetuning ImageNet EfficientNet-Lite0
+    # on Fashion-MNIST with --pretrained, 3 seeds; see the README). A space file that lists their values
+    # samples them uniformly.
     dataclasses.replace(_c("spg", (False, True), False), weights=((False, 0.75), (True, 0.25))),
     _o("spg_modules", (1, 2, 3), 3),
     _o("spg_drop", (0.1, 0.2, 0.3), 0.2),
