@@ -118,3 +118,14 @@ def test_the_parallel_replay_runs_steps_side_by_side_on_a_wall_clock():
     trace = replay_parallel(opt, curveset, 2.0, 3)  # 3 workers, 2 s: 3 pipelines x 2 epochs
     assert trace.steps == 6 and len(trace.values) == 6
     assert list(trace.used_s) == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_a_new_pipeline_never_takes_the_id_of_a_recorded_one():
+    # two first steps in flight (p0001, p0002); the tuner is killed after p0002's epoch was recorded and before
+    # p0001's: the rerun's store holds p0002 alone, and "pipeline count + 1" would be p0002 again
+    space = build_space(["dla46x_c.in1k"])
+    history = {"p0002": state("p0002", [10.0, 11.0, 12.0])}  # finished (max_epochs 3)
+    for opt in (RandomSearch(space, max_epochs=3, delta_t=1, seed=0),
+                SuccessiveHalving(space, max_epochs=3, delta_t=1, seed=0)):  # fmt: skip
+        proposal = opt.ask(history)
+        assert proposal.pipeline_id not in history and proposal.start_epoch == 0

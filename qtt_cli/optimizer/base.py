@@ -152,7 +152,14 @@ class Optimizer(abc.ABC):
 
 
 def next_pipeline_id(pipelines: Mapping[str, PipelineState]) -> str:
-    return f"p{len(pipelines) + 1:04d}"
+    """``p<n+1>`` for n pipelines, or the next free number after it. One at a time, pipelines are recorded in
+    the order of their ids and ``p<n+1>`` is always free; with parallel workers a later pipeline can be
+    recorded while an earlier one never is (its step was in flight when the tuner was killed), and the count
+    alone would give an id that is taken, training a new configuration into an existing pipeline."""
+    n = len(pipelines) + 1
+    while f"p{n:04d}" in pipelines:
+        n += 1
+    return f"p{n:04d}"
 
 
 def pipeline_states(history: pd.DataFrame) -> dict[str, PipelineState]:
