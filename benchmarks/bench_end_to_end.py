@@ -179,6 +179,10 @@ def main(argv: list[str] | None = None) -> None:
         write_docs(table, all_curves, args, counts)
 
 
+def _cell(value, fmt: str) -> str:
+    return "—" if value is None or pd.isna(value) else fmt.format(value)
+
+
 def write_docs(table: pd.DataFrame, curves: pd.DataFrame, args, counts: dict) -> None:
     import matplotlib
 
@@ -203,9 +207,10 @@ def write_docs(table: pd.DataFrame, curves: pd.DataFrame, args, counts: dict) ->
     lines = ["| optimizer | seed | best val top-1 (%) | test top-1 of the best (%) | epochs trained | "
              "time to random search's final val (s) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for r in table.itertuples():
-        reach = "—" if r.time_to_random_final_s is None or pd.isna(r.time_to_random_final_s) else f"{r.time_to_random_final_s:.0f}"
-        test = "—" if r.test_top1 is None or pd.isna(r.test_top1) else f"{r.test_top1:.2f}"
-        lines.append(f"| {LABELS[r.optimizer]} | {r.seed} | {r.final_val_top1:.2f} | {test} | {r.epochs_recorded} | {reach} |")
+        reach = _cell(r.time_to_random_final_s, "{:.0f}")
+        test = _cell(r.test_top1, "{:.2f}")
+        lines.append(f"| {LABELS[r.optimizer]} | {r.seed} | {r.final_val_top1:.2f} | {test} | {r.epochs_recorded} "
+                     f"| {reach} |")
     (args.docs / "bench-end-to-end.md").write_text("\n".join(lines) + "\n")
 
 

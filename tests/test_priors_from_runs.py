@@ -7,9 +7,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+from test_surrogate import _synthetic
 from typer.testing import CliRunner
 
 from qtt_cli.cli.app import app
@@ -20,7 +20,6 @@ from qtt_cli.space import build_space, sample_configs
 from qtt_cli.store import ResultsStore, make_rows
 from qtt_cli.tuner import TuneSettings
 from qtt_cli.tuner.tuner import make_optimizer
-from test_surrogate import _synthetic
 
 TINY = load_hub("tiny")
 GOOD = "mobilenetv3_small_050.lamb_in1k"  # the model the finished run found far better than the others

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from worker_helpers import MODEL, make_worker
 
 from qtt_cli.optimizer import pipeline_states
 from qtt_cli.space.config import PipelineConfig
 from qtt_cli.store import ResultsStore, make_rows
 from qtt_cli.worker import worker as worker_module
 from qtt_cli.worker.strategies import delta as delta_module
-from worker_helpers import MODEL, make_worker
 
 SPG = dict(spg=True, spg_modules=2, spg_drop=0.2)
 

@@ -333,8 +333,9 @@ def meta_training_fingerprint() -> dict[str, Any]:
     from qtt_cli.surrogate import DEFAULT_HYPER, meta_train
 
     digest = hashlib.sha256()
-    files = [*sorted(Path(qtt_cli.surrogate.__file__).parent.glob("*.py")),
-             *sorted(Path(qtt_cli.metadataset.__file__).parent.glob("*.py")), Path(qtt_cli.space.encoding.__file__)]  # fmt: skip
+    packages = (qtt_cli.surrogate, qtt_cli.metadataset)
+    files = [*(p for package in packages for p in sorted(Path(package.__file__).parent.glob("*.py"))),
+             Path(qtt_cli.space.encoding.__file__)]  # fmt: skip
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     defaults = {name: p.default for name, p in inspect.signature(meta_train).parameters.items()
