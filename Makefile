@@ -37,6 +37,7 @@ test-fast: install
 bench: install
 	$(BIN)/python benchmarks/bench_decode_cache.py
 	$(BIN)/python benchmarks/bench_step.py
+	$(BIN)/python benchmarks/bench_threads.py
 	$(BIN)/python benchmarks/bench_spg_hvp.py
 	$(BIN)/python benchmarks/bench_surrogate_latency.py
 	$(BIN)/python benchmarks/bench_optimizer_latency.py

@@ -252,3 +252,17 @@ def test_the_header_says_when_the_cache_is_reused(finished_run, tmp_path, digits
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "reusing the decoded images" in result.output and "decoding" not in result.output
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_cli_lets_idle_openmp_threads_sleep_unless_the_user_chose(given, expected):
+    """Spinning OpenMP threads made a demo on a shared 2-core machine 6x slower (benchmarks/bench_threads.py)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    out = subprocess.run([sys.executable, "-c", "import os, qtt_cli.cli; print(os.environ['OMP_WAIT_POLICY'])"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
