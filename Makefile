@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 DEMO_DATA = examples/data/digits
 DEMO_RUN  = runs/demo
-DEMO_BUDGET ?= 90s
+DEMO_BUDGET ?= 10m
+DEMO_STEPS  ?= 12
 
 .PHONY: install demo test test-fast bench lint clean
 
@@ -22,7 +23,7 @@ $(DEMO_DATA): | install
 	$(BIN)/python examples/make_dataset.py digits $(DEMO_DATA) --layout split
 
 demo: install $(DEMO_DATA)
-	$(BIN)/qtt tune $(DEMO_DATA) --budget $(DEMO_BUDGET) --hub tiny --space examples/space-demo.yaml \
+	$(BIN)/qtt tune $(DEMO_DATA) --budget $(DEMO_BUDGET) --max-steps $(DEMO_STEPS) --hub tiny --space examples/space-demo.yaml \
 		--weights random --max-input-size 32 --max-epochs 4 --delta-t 1 --out $(DEMO_RUN) --seed 0
 	$(BIN)/qtt leaderboard $(DEMO_RUN) --top 10 --test $(DEMO_DATA)/test
 	$(BIN)/qtt export-best $(DEMO_RUN) --out $(DEMO_RUN)/export --overwrite
