@@ -199,15 +199,21 @@ def test_find_checkpoint_prefers_safetensors(tmp_path):
 
 def test_dir_weights_missing_file_names_model_and_alternatives(tmp_path):
     hub = load_hub("tiny")
+    import torch
+    from safetensors.torch import save_file
+
     for name in hub.names[:-1]:
-        (tmp_path / f"{name}.safetensors").write_bytes(b"")
+        save_file({"w": torch.zeros(1)}, str(tmp_path / f"{name}.safetensors"))
     with pytest.raises(WeightsUnavailableError) as info:
         ensure_weights_available(hub, Weights.from_dir(tmp_path))
     message = str(info.value)
     assert hub.names[-1] in message and hub.names[0] not in message.split("Alternatives")[0]
     assert "--weights random" in message and "--weights DIR" in message
-    (tmp_path / f"{hub.names[-1]}.pth").write_bytes(b"")
-    ensure_weights_available(hub, Weights.from_dir(tmp_path))  # now complete
+    (tmp_path / f"{hub.names[-1]}.pth").write_bytes(b"")  # present but empty: unreadable, named
+    with pytest.raises(WeightsUnavailableError, match=f"{hub.names[-1]}.pth"):
+        ensure_weights_available(hub, Weights.from_dir(tmp_path))
+    torch.save({"w": torch.zeros(1)}, tmp_path / f"{hub.names[-1]}.pth")
+    ensure_weights_available(hub, Weights.from_dir(tmp_path))  # now complete and readable
 
 
 def test_offline_pretrained_without_cache_fails_before_the_budget(tmp_path, monkeypatch):
