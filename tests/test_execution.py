@@ -30,7 +30,7 @@ TINY = ["--hub", "tiny", "--weights", "random", "--max-input-size", "32", "--opt
 
 
 def settings(data: Path, out: Path, **kw) -> TuneSettings:
-    base = dict(dataset=data, out=out, budget_s=600, hub="tiny", weights="random", optimizer="random",
+    base = dict(dataset=data, out=out, budget_s=3600, hub="tiny", weights="random", optimizer="random",
                 max_input_size=32, max_epochs=3, seed=0)  # fmt: skip
     return TuneSettings(**{**base, **kw})
 
@@ -204,7 +204,7 @@ def _silent():
 
 
 def _tune(data: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([QTT, "tune", str(data), "--out", str(out), "--budget", "10m", "--max-epochs", "3",
+    return subprocess.Popen([QTT, "tune", str(data), "--out", str(out), "--budget", "60m", "--max-epochs", "3",
                              "--workers", "2", "--quiet", *TINY, *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
@@ -258,9 +258,9 @@ def test_tuner_killed_at_random_moments_resumes_without_losing_or_duplicating_ep
         done = completed_epochs_are_contiguous(out)
         assert len(done) >= completed_before  # nothing completed is ever lost
         completed_before = len(done)
-    final = subprocess.run([QTT, "tune", str(digits_dir), "--out", str(out), "--budget", "10m", "--max-epochs", "3",
+    final = subprocess.run([QTT, "tune", str(digits_dir), "--out", str(out), "--budget", "60m", "--max-epochs", "3",
                             "--workers", "2", "--quiet", *TINY, "--max-steps", str(completed_before + 4)],
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+                           capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert final.returncode == 0, final.stderr
     done = completed_epochs_are_contiguous(out)
     assert len(done) > completed_before
@@ -280,7 +280,7 @@ def test_a_second_tuner_is_refused_while_the_first_runs_workers(tmp_path, digits
             time.sleep(0.2)
         workers = descendants(first.pid)
         assert workers
-        second = subprocess.run([QTT, "tune", str(digits_dir), "--out", str(out), "--budget", "10m",
+        second = subprocess.run([QTT, "tune", str(digits_dir), "--out", str(out), "--budget", "60m",
                                  "--max-epochs", "3", "--workers", "2", "--quiet", *TINY],
                                 capture_output=True, text=True, timeout=120)  # fmt: skip
         assert second.returncode == 2 and "another qtt process" in second.stderr

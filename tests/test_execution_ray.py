@@ -56,10 +56,10 @@ def ray_head(tmp_path_factory):
 @pytest.mark.slow
 def test_a_two_worker_tune_on_a_ray_head_fills_the_store(tmp_path, digits_dir, ray_head):
     out = tmp_path / "run"
-    done = subprocess.run([QTT, "tune", str(digits_dir), "--out", str(out), "--budget", "10m", "--max-epochs", "3",
+    done = subprocess.run([QTT, "tune", str(digits_dir), "--out", str(out), "--budget", "60m", "--max-epochs", "3",
                            "--max-steps", "6", "--workers", "2", "--executor", "ray", "--address", ray_head,
                            "--quiet", "--json", *TINY],
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+                          capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = completed_epochs_are_contiguous(out)
     assert pd.read_parquet(out / "results.parquet")["step"].nunique() == 6 and len(rows) >= 1
