@@ -69,13 +69,12 @@ def digits_cache(digits_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def cheap_space(tmp_path_factory) -> Path:
-    """A space file without the search space's CPU-heavy corners (batches of 2-8, DELTA's and Co-Tuning's
-    passes over the training set, HVP's extra views, SPG), for tests of the run's bookkeeping that train real
-    steps: one step then takes about a second, whatever configuration is drawn."""
-    path = tmp_path_factory.mktemp("space") / "cheap.yaml"
-    path.write_text(
-        "batch_size: [32, 64]\ndata_augmentation: None\ndelta_reg: 0.0\ncotuning_reg: 0.0\nbss_reg: 0.0\n"
-        "stoch_norm: false\nspg: false\nhvp_views: 1\n"
-    )
-    return path
+def cheap_space() -> Path:
+    """``tests/cheap-space.yaml`` (see ``tune_helpers.py``)."""
+    return REPO / "tests" / "cheap-space.yaml"
+
+
+@pytest.fixture(scope="session")
+def one_hub() -> Path:
+    """``tests/one-model-hub.yaml``: mobilenetv3_small_050 at 32 px."""
+    return REPO / "tests" / "one-model-hub.yaml"

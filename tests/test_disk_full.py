@@ -9,13 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import tune_helpers as helpers
 from typer.testing import CliRunner
 
 from qtt_cli.cli.app import app
 from qtt_cli.store import RunDir
 
 runner = CliRunner()
-CHEAP_SPACE: Path = Path()  # set by the autouse fixture below
 
 
 @pytest.fixture
@@ -38,27 +38,11 @@ def fill(disk: Path, leave_bytes: int) -> Path:
 
 
 def tune_args(dataset: Path, out: Path, hub: Path, steps: int) -> list[str]:
-    return ["tune", str(dataset), "--out", str(out), "--hub", str(hub), "--weights", "random", "--quiet",
-            "--max-input-size", "32", "--max-epochs", "3", "--budget", "10m", "--optimizer", "random",
-            "--space", str(CHEAP_SPACE),
-            "--no-report", "--max-steps", str(steps)]
+    return helpers.tune_args(dataset, out, hub, "--max-steps", str(steps))
 
 
 def leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if ".tmp" in p.name]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _cheap_space(cheap_space) -> None:
-    global CHEAP_SPACE
-    CHEAP_SPACE = cheap_space
-
-
-@pytest.fixture(scope="module")
-def one_hub(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("hub") / "one.yaml"
-    path.write_text("models:\n  - name: mobilenetv3_small_050.lamb_in1k\n    input_size: 32\n")
-    return path
 
 
 def test_disk_full_during_a_step_stops_the_run_and_the_rerun_resumes(small_disk, digits_dir, one_hub):

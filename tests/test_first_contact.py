@@ -10,27 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tune_helpers import tune_args
 from typer.testing import CliRunner
 
 from qtt_cli.cli.app import app
 from qtt_cli.store import RunDir
 
 runner = CliRunner()
-CHEAP_SPACE: Path = Path()  # set by the autouse fixture below
-ONE_MODEL = "models:\n  - name: mobilenetv3_small_050.lamb_in1k\n    input_size: 32\n"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _cheap_space(cheap_space) -> None:
-    global CHEAP_SPACE
-    CHEAP_SPACE = cheap_space
-
-
-@pytest.fixture(scope="module")
-def one_hub(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("hub") / "one.yaml"
-    path.write_text(ONE_MODEL)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +26,6 @@ def finished_run(tmp_path_factory, digits_split_dir, one_hub) -> Path:
     result = runner.invoke(app, tune_args(digits_split_dir, out, one_hub, "--max-steps", "1"))
     assert result.exit_code == 0, result.output
     return out
-
-
-def tune_args(dataset: Path, out: Path, hub: Path, *extra: str) -> list[str]:
-    return ["tune", str(dataset), "--out", str(out), "--hub", str(hub), "--weights", "random", "--quiet",
-            "--max-input-size", "32", "--max-epochs", "3", "--budget", "10m", "--optimizer", "random",
-            "--space", str(CHEAP_SPACE), "--no-report",
-            *extra]
 
 
 def copy_run(run: Path, tmp_path: Path) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tune_helpers import tune_args
 from typer.testing import CliRunner
 
 from qtt_cli.cli.app import app
@@ -22,27 +23,6 @@ from qtt_cli.store import RunDir
 from qtt_cli.store.rundir import MARKER_FILE
 
 runner = CliRunner()
-CHEAP_SPACE: Path = Path()  # set by the autouse fixture below
-ONE_MODEL = "models:\n  - name: mobilenetv3_small_050.lamb_in1k\n    input_size: 32\n"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _cheap_space(cheap_space) -> None:
-    global CHEAP_SPACE
-    CHEAP_SPACE = cheap_space
-
-
-@pytest.fixture(scope="module")
-def one_hub(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("hub") / "one.yaml"
-    path.write_text(ONE_MODEL)
-    return path
-
-
-def tune_args(dataset: Path, out: Path, hub: Path, *extra: str) -> list[str]:
-    return ["tune", str(dataset), "--out", str(out), "--hub", str(hub), "--weights", "random", "--quiet",
-            "--max-input-size", "32", "--max-epochs", "3", "--budget", "10m", "--optimizer", "random",
-            "--space", str(CHEAP_SPACE), *extra]
 
 
 def cli(*args: str):

@@ -11,6 +11,7 @@ class count or fidelity) is removed instead, with best weights newer than the st
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -115,8 +116,6 @@ def _drop_newer_best(root: Path, pid: str, done: int) -> None:
     """Best weights from a discarded epoch would be exported as a result the store never saw."""
     weights, info = checkpoint.best_paths(root, pid)
     try:
-        import json
-
         best_epoch = int(json.loads(info.read_text())["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return
