@@ -48,16 +48,14 @@ OPTIMIZERS: dict[str, tuple[str, bool]] = {
     "quicktune-no-meta": ("QT −M (no meta-learning)", False),
     "quicktune": ("Quick-Tune", True),
     "quicktune-cooled": ("Quick-Tune + cost cooling", True),
-    "quicktune-horizon": ("Quick-Tune + random horizon", True),
 }
-# Quick-Tune variants: name -> (meta-learned priors, cost-aware, cost cooling, random horizon)
-_VARIANTS: dict[str, tuple[bool, bool, bool, bool]] = {
-    "dyhpo": (False, False, False, False),
-    "quicktune-no-cost": (True, False, False, False),
-    "quicktune-no-meta": (False, True, False, False),
-    "quicktune": (True, True, False, False),
-    "quicktune-cooled": (True, True, True, False),
-    "quicktune-horizon": (True, True, False, True),
+# Quick-Tune variants: name -> (meta-learned priors, cost-aware, cost cooling)
+_VARIANTS: dict[str, tuple[bool, bool, bool]] = {
+    "dyhpo": (False, False, False),
+    "quicktune-no-cost": (True, False, False),
+    "quicktune-no-meta": (False, True, False),
+    "quicktune": (True, True, False),
+    "quicktune-cooled": (True, True, True),
 }
 
 RESULTS_FILE = "results.csv"
@@ -169,10 +167,10 @@ def make_optimizer(name: str, curveset: CurveSet, *, priors: Any, seed: int, del
 
     if name not in _VARIANTS:
         raise ValueError(f"unknown optimizer {name!r}")
-    use_meta, use_cost, cooling, horizon = _VARIANTS[name]
+    use_meta, use_cost, cooling = _VARIANTS[name]
     if use_meta and priors is None:
         raise ValueError(f"{name} needs meta-learned priors")
-    acquisition = AcquisitionSettings(cost_cooling=cooling, skip_unaffordable=cooling, horizon=horizon)
+    acquisition = AcquisitionSettings(cost_cooling=cooling, skip_unaffordable=cooling)
     return QuickTune.for_recorded(
         curveset, delta_t=delta_t, priors=priors if use_meta else None, use_cost=use_cost, seed=seed,
         acquisition=acquisition,

@@ -102,17 +102,8 @@ class AcquisitionSettings:
     ``skip_unaffordable`` (off by default): when the budget is known, a step whose predicted cost exceeds
     the budget left is not proposed while an affordable one exists (it would be cut off at the deadline).
     It is only as good as the cost predictor, which under-predicts on datasets unlike its meta-data.
-
-    ``horizon`` (off by default): next-epoch EI is myopic. A "slow starter" (near chance after its first
-    epoch, the best pipeline later) has next-epoch EI of about zero and is never started or is dropped while
-    its curve is below the incumbent's. With ``horizon``, every ask also draws a horizon h uniformly from
-    1 .. max_epochs (a random horizon, as ifBO / FT-PFN's acquisition does) and scores each candidate by the
-    larger of its EI per second at the next fidelity and its EI per second at ``epochs + h`` (its
-    predicted accuracy there against the incumbent at that epoch, divided by the predicted seconds of all
-    h epochs). The step proposed is still Δt epochs: the horizon only decides which pipeline to invest in.
     """
 
-    horizon: bool = False  # also score each candidate at a random longer horizon (see ``QuickTune.scores``)
     xi: float = 0.0  # EI margin in accuracy points
     cost_exponent: float = 1.0  # 1: EI per second (equation 3); 0: plain EI
     cost_floor: float = 0.01  # costs are clipped below at this fraction of the median predicted cost
@@ -240,8 +231,6 @@ class QuickTune(Optimizer):
         curveset = kriging_believer(model, curveset, pipelines)
         prediction = model.predict(curveset, candidates.rows, candidates.targets, candidates.epochs)
         scores, z = self.scores(curveset, candidates, prediction, budget)
-        if self.acquisition.horizon:
-            scores = np.maximum(scores, self._horizon_scores(model, curveset, candidates, budget))
         if self.use_cost and self.acquisition.skip_unaffordable and budget is not None:
             affordable = np.asarray(prediction.cost_s, dtype=np.float64) <= budget.left_s
             if affordable.any():
@@ -267,22 +256,6 @@ class QuickTune(Optimizer):
         score = cost_aware_score(ei, prediction.cost_s, cost_exponent=a.exponent(budget), cost_floor=a.cost_floor)
         z = (mean - incumbent - a.xi) / np.maximum(std, 1e-12)
         return score, z
-
-    def horizon_epochs(self, observations: int) -> int:
-        """The random horizon h of the ask that sees ``observations`` epochs: uniform in 1 .. max_epochs."""
-        rng = np.random.default_rng([self.seed, observations, 7])
-        return int(rng.integers(1, self.max_epochs + 1))
-
-    def _horizon_scores(
-        self, model: SurrogateLike, curveset: CurveSet, candidates: _Candidates, budget: BudgetStatus | None
-    ) -> np.ndarray:
-        """EI per second at a random horizon ``epochs + h`` (see ``AcquisitionSettings.horizon``). The horizon
-        is drawn from (seed, observations), so a resumed run draws the one the uninterrupted run drew."""
-        h = self.horizon_epochs(curveset.num_observations)
-        targets = np.minimum(candidates.epochs + h, candidates.limits)
-        far = replace(candidates, targets=np.maximum(targets, candidates.targets))
-        prediction = model.predict(curveset, far.rows, far.targets, far.epochs)
-        return self.scores(curveset, far, prediction, budget)[0]
 
     def _suggest(self, candidates: _Candidates, i: int, pipelines: Mapping[str, PipelineState]) -> Suggestion:
         pid = candidates.pipeline_ids[i] or next_pipeline_id(pipelines)
