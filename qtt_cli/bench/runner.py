@@ -179,7 +179,7 @@ def make_optimizer(name: str, curveset: CurveSet, *, priors: Any, seed: int, del
 
 def plans_with_budget(name: str) -> bool:
     """Whether optimizer ``name`` runs once per budget (see the module docstring)."""
-    use_meta, use_cost, cooling, _ = _VARIANTS.get(name, (False, False, False, False))
+    use_meta, use_cost, cooling = _VARIANTS.get(name, (False, False, False))
     return use_cost and cooling
 
 
