@@ -2,8 +2,15 @@
 
 Like Optuna's storages, the store is the single source of truth of a run: the optimizer re-reads it
 to decide, the tuner re-reads it to resume, the leaderboard reads it to rank. Each append rewrites the
-file through a temporary file and ``os.replace``, so a crash leaves either the old or the new file,
-never a torn one. Runs hold at most a few thousand rows, so rewriting is cheaper than it sounds.
+file once, through a temporary file (flushed to disk) and ``os.replace``, so a crash leaves either the old
+or the new file, never a torn one, and a full disk leaves the old file and raises ``DiskFullError``.
+
+Runs hold at most a few thousand rows, so rewriting is cheaper than it sounds: writing a Parquet file
+costs about the same for 2 rows as for 3,000 (pandas-to-Arrow conversion and metadata per column, not
+data), which is why per-step part files compacted later would save nothing worth their recovery rules.
+What is per append, not per row, is kept small instead: the new rows are built column by column with their
+final types (one ``astype`` per column of a whole frame cost more than the write), and the store keeps its
+rows in memory so that an append never re-reads the file.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from qtt_cli.space.config import PipelineConfig
+from qtt_cli.store.files import atomic_write
 
 RESULTS_FILE = "results.parquet"
 
@@ -72,15 +80,20 @@ class ResultsStore:
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / RESULTS_FILE
         self._frame: pd.DataFrame | None = None
+        self.writes = 0  # files written by this object (one per append; tests count them)
 
     def load(self) -> pd.DataFrame:
-        """All rows recorded so far (an empty frame with the right columns for a new run)."""
+        """All rows recorded so far (an empty frame with the right columns for a new run); a copy, which
+        the caller may change."""
+        return self._loaded().copy()
+
+    def _loaded(self) -> pd.DataFrame:
         if self._frame is None:
             if self.path.exists():
                 self._frame = pd.read_parquet(self.path)
             else:
                 self._frame = _empty_frame()
-        return self._frame.copy()
+        return self._frame
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Add rows and persist atomically. Unknown columns are an error, missing ones are null."""
@@ -91,16 +104,18 @@ class ResultsStore:
             unknown = set(row) - set(COLUMNS)
             if unknown:
                 raise ValueError(f"unknown result column(s): {sorted(unknown)}")
-        new = _typed(pd.DataFrame([{c: row.get(c) for c in COLUMNS} for row in rows], columns=list(COLUMNS)))
-        current = self.load()
+        new = _frame_of(rows)
+        current = self._loaded()
         frame = new if current.empty else pd.concat([current, new], ignore_index=True)
-        tmp = self.path.with_suffix(".parquet.tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+
+        def write(tmp: str) -> None:
+            frame.to_parquet(tmp, index=False)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+
+        atomic_write(self.path, write)
         self._frame = frame
+        self.writes += 1
 
 
 def make_rows(
@@ -154,6 +169,17 @@ def charged_costs(rows: pd.DataFrame) -> list[float]:
     if "overhead_s" in rows.columns:
         cost = cost + rows["overhead_s"].astype("float64").fillna(0.0)
     return [float(v) for v in cost]
+
+
+def _frame_of(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """``rows`` as a frame with the store's columns and types (missing values null), built column by column:
+    the same frame as ``_typed`` of the untyped one, at a quarter of its cost."""
+    columns = {}
+    for column in COLUMNS:
+        values = [row.get(column) for row in rows]
+        columns[column] = (pd.to_datetime(values, utc=True) if column == "wall_time"
+                           else pd.array(values, dtype=_DTYPES[column]))
+    return pd.DataFrame(columns)
 
 
 def _empty_frame() -> pd.DataFrame:

@@ -38,6 +38,7 @@ from qtt_cli.store.files import DiskFullError, is_disk_full
 from qtt_cli.store.rundir import RunLock, RunState
 from qtt_cli.tuner.budget import BudgetClock, Heartbeat
 from qtt_cli.tuner.events import Reporter, SilentReporter, StepEvent, TuneSummary
+from qtt_cli.tuner.history import History, recorded_steps
 from qtt_cli.tuner.recovery import reconcile_checkpoints
 from qtt_cli.tuner.settings import TuneSettings
 from qtt_cli.worker import FinetuneWorker, StepResult
@@ -285,7 +286,8 @@ def search(run: PreparedRun, reporter: Reporter, *, now: Callable[[], float] = t
     )
     for line in recovery.messages():
         reporter.message(line)
-    state.steps = recorded_steps(store.load())  # the store, not state.json, is the truth after a crash
+    history = History(store)  # after the recovery's rows: from here on the tuner is the store's only writer
+    state.steps = history.steps  # the store, not state.json, is the truth after a crash
     state.sessions += 1
     run_dir.write_state(state)
     reporter.prepared({**run.info, "used_s": state.used_s, "steps": state.steps})
@@ -308,14 +310,16 @@ def search(run: PreparedRun, reporter: Reporter, *, now: Callable[[], float] = t
     in_flight: dict[str, tuple[Suggestion, int]] = {}  # pipeline id -> (its step in flight, step number shown)
 
     def finish(finished: Finished) -> None:
+        """Record a finished step: one write of the store, then state.json (kept equal to the store's step
+        count at every step boundary, which the kill tests check), no re-reading or regrouping the store."""
         suggestion, step_number = in_flight.pop(finished.task.pipeline_id)
         result = finished.result
-        _record(store, suggestion, result, recorded_steps(store.load()))
+        _record(history, suggestion, result, history.steps)
         with state_lock:
-            state.steps = recorded_steps(store.load())
+            state.steps = history.steps
             state.used_s = used()
             run_dir.write_state(state)
-        pipelines = _mark_stopped(run, pipeline_states(store.load()))
+        pipelines = _mark_stopped(run, history.states())
         _retain_checkpoints(run, pipelines, busy=set(in_flight))
         reporter.step_finished(_step_event(step_number, suggestion, result, state, pipelines, settings.budget_s))
         _log_step(suggestion, result)
@@ -340,7 +344,7 @@ def search(run: PreparedRun, reporter: Reporter, *, now: Callable[[], float] = t
                 and used() < settings.budget_s
                 and (settings.max_steps is None or state.steps + len(in_flight) < settings.max_steps)
             ):
-                pipelines = _mark_stopped(run, pipeline_states(store.load()))
+                pipelines = _mark_stopped(run, history.states())
                 pending = {pid: step for pid, (step, _) in in_flight.items()}
                 suggestion = run.optimizer.ask(
                     with_in_flight(pipelines, pending), BudgetStatus(settings.budget_s, used())
@@ -395,11 +399,6 @@ def search(run: PreparedRun, reporter: Reporter, *, now: Callable[[], float] = t
     return summary
 
 
-def recorded_steps(history: pd.DataFrame) -> int:
-    """Steps that left at least one row (a step cut before its first epoch leaves none and is redone)."""
-    return int(history["step"].nunique()) if not history.empty else 0
-
-
 def summarize(run_dir: RunDir, *, reason: str, state: RunState, budget_s: float) -> TuneSummary:
     pipelines = pipeline_states(run_dir.store.load())
     best = _best(pipelines)
@@ -418,7 +417,7 @@ def summarize(run_dir: RunDir, *, reason: str, state: RunState, budget_s: float)
     )
 
 
-def _record(store, suggestion: Suggestion, result: StepResult, step: int) -> None:
+def _record(history: History, suggestion: Suggestion, result: StepResult, step: int) -> None:
     rows = make_rows(
         suggestion.pipeline_id,
         suggestion.config,
@@ -435,7 +434,7 @@ def _record(store, suggestion: Suggestion, result: StepResult, step: int) -> Non
     if rows and suggestion.predicted_val_top1 is not None and rows[-1]["epoch"] == suggestion.end_epoch:
         rows[-1].update(pred_val_top1=suggestion.predicted_val_top1, pred_val_std=suggestion.predicted_val_std,
                         pred_cost_s=suggestion.predicted_cost_s)  # for `qtt report`
-    store.append(rows)
+    history.record(rows)
 
 
 def _best(pipelines: Mapping[str, PipelineState]) -> PipelineState | None:
