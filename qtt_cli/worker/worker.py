@@ -8,7 +8,9 @@ never raises; a wrong call (e.g. ``end_epoch > max_epochs``) does.
 
 Continuation is exact: a step that resumes from ``epoch-<s>.pt`` restores weights, optimizer, schedule, AMP
 scaler and RNG state and reseeds every generator per epoch from (seed, pipeline id, epoch), so k steps of one
-epoch give the same weights as one step of k epochs (bit for bit on a deterministic device).
+epoch give the same weights as one step of k epochs (bit for bit on a deterministic device). When the same
+worker trained epoch ``s`` of the pipeline in its previous step, it continues from the run still in memory
+instead of reading that checkpoint back (``warm.py``); the checkpoint is written all the same.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .extensions import Extension, ExtensionContext, TrainBatch, build_extension
 from .freezing import FreezePlan, apply_freezing, set_train_mode
 from .results import EpochResult, StepResult
 from .strategies.stochnorm import stoch_norm_notes
+from .warm import WarmRun
 
 
 class _Interrupted(Exception):
@@ -63,6 +66,7 @@ class _Run:
     history: list | None = None
     extensions: list[Extension] = field(default_factory=list)
     batch_size: int = 0  # the one trained with: the configured one, or smaller after running out of memory
+    build_notes: list[str] = field(default_factory=list)  # what building it said; repeated by warm steps
 
 
 class FinetuneWorker:
@@ -78,6 +82,8 @@ class FinetuneWorker:
         seed: base seed; each pipeline's randomness derives from (seed, pipeline id, epoch).
         num_workers: data loader processes (0 = load in this process).
         keep_epoch_checkpoints: keep every epoch checkpoint instead of only the latest of each pipeline.
+        warm: continue a pipeline from memory when its previous step ran on this worker (``warm.py``); False
+            restores every continued step from its checkpoint.
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class FinetuneWorker:
         seed: int = 0,
         num_workers: int = 0,
         keep_epoch_checkpoints: bool = False,
+        warm: bool = True,
     ) -> None:
         if max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
@@ -107,6 +114,7 @@ class FinetuneWorker:
         self.num_workers = num_workers
         self.keep_epoch_checkpoints = keep_epoch_checkpoints
         self.num_classes = len(cache.classes)
+        self.warm = WarmRun(enabled=warm)
 
     # ------------------------------------------------------------------ public API
 
@@ -145,7 +153,10 @@ class FinetuneWorker:
         started = time.perf_counter()
         status, error = "ok", None
         try:
-            self._train(pipeline_id, config, start_epoch, end_epoch, deadline, epochs, notes)
+            run = self._train(pipeline_id, config, start_epoch, end_epoch, deadline, epochs, notes)
+            if run is not None:  # completed: its state is the checkpoint of end_epoch, just written
+                self.warm.keep(pipeline_id, config, end_epoch, run, self.checkpoint_path(pipeline_id, end_epoch))
+            run = None
         except _Interrupted:
             status = "interrupted"
         except _Diverged as e:
@@ -169,6 +180,7 @@ class FinetuneWorker:
 
     def remove_pipeline(self, pipeline_id: str, keep_best: bool) -> None:
         """Delete all checkpoints of ``pipeline_id``; with ``keep_best`` its ``best.*`` files stay."""
+        self.warm.forget(pipeline_id)
         checkpoint.remove_pipeline(self.checkpoint_root, pipeline_id, keep_best)
 
     def checkpoint_path(self, pipeline_id: str, epoch: int) -> Path:
@@ -176,12 +188,16 @@ class FinetuneWorker:
 
     # ------------------------------------------------------------------ the step
 
-    def _train(self, pid, config, start_epoch, end_epoch, deadline, epochs, notes) -> None:
-        """Epochs ``start_epoch + 1 .. end_epoch``. One out-of-memory handler covers all of the step's work:
-        building or restoring the run (DELTA's attention and Co-Tuning's relationship pass run there), the SPG
-        cold start, training and evaluation. Out of memory anywhere halves the batch size and redoes the work
-        since the last completed epoch from that epoch's state (or from scratch before epoch 1)."""
-        run: _Run | None = None
+    def _train(self, pid, config, start_epoch, end_epoch, deadline, epochs, notes) -> _Run | None:
+        """Epochs ``start_epoch + 1 .. end_epoch``; returns the run (None when no epoch was asked for). One
+        out-of-memory handler covers all of the step's work: building or restoring the run (DELTA's attention
+        and Co-Tuning's relationship pass run there), the SPG cold start, training and evaluation. Out of
+        memory anywhere halves the batch size and redoes the work since the last completed epoch from that
+        epoch's state (or from scratch before epoch 1).
+
+        The run kept in memory by this worker's previous step is taken first (and so released before any other
+        run is built); it is used only if it is this pipeline's state at ``start_epoch``."""
+        run: _Run | None = self._warm_run(pid, config, start_epoch, notes)
         batch_size: int | None = None  # None: the configured one, or the smaller one a checkpoint carries
         cold_start_cost = 0.0
         e = start_epoch
@@ -216,6 +232,15 @@ class FinetuneWorker:
             self._save(pid, config, run, e + 1, val_top1, val_loss)
             epochs.append(EpochResult(e + 1, val_top1, val_loss, train_loss, cost))
             e += 1
+        return run
+
+    def _warm_run(self, pid: str, config: PipelineConfig, start_epoch: int, notes: list[str]) -> _Run | None:
+        """The run this worker kept after training epoch ``start_epoch`` of ``pid``, if its checkpoint is still
+        the one it wrote; its build notes are repeated, as a restore would say them again."""
+        run = self.warm.take(pid, config, start_epoch, self.checkpoint_path(pid, start_epoch))
+        if run is not None:
+            notes.extend(run.build_notes)
+        return run
 
     def _cold_start(self, pid: str, run: _Run, config: PipelineConfig, deadline: float | None,
                     notes: list[str]) -> float:
@@ -281,6 +306,7 @@ class FinetuneWorker:
                  batch_size: int | None = None) -> _Run:
         """Build the run, or restore it from the checkpoint of ``start_epoch``; ``batch_size`` overrides the
         configured one (and the smaller one a checkpoint may carry after running out of memory)."""
+        first_note = len(notes)
         state = None
         if start_epoch > 0:
             state = checkpoint.load_epoch(checkpoint.epoch_path(self.checkpoint_root, pid, start_epoch))
@@ -349,7 +375,8 @@ class FinetuneWorker:
                                  num_workers=self.num_workers, pin_memory=pin)
         losses = recipe.build_loss(config, self.num_classes)
         run = _Run(model, optimizer, scheduler, scaler, losses, plan, pre, train_loader, val_loader, generator,
-                   use_amp, history=[], extensions=extensions, batch_size=batch_size)
+                   use_amp, history=[], extensions=extensions, batch_size=batch_size,
+                   build_notes=notes[first_note:])
         if state is not None:
             run.best_epoch = state["best"]["epoch"]
             run.best_top1 = state["best"]["val_top1"]
