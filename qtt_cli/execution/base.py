@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,8 +23,8 @@ from qtt_cli.space.config import PipelineConfig
 from qtt_cli.worker.results import EpochResult, StepResult
 
 __all__ = [
-    "WORKER_DIED", "Executor", "ExecutorError", "Finished", "StepTask", "WorkerSpec", "result_from_dict",
-    "result_to_dict",
+    "WORKER_DIED", "Executor", "ExecutorError", "Finished", "StepTask", "WorkerSpec", "pick_worker",
+    "result_from_dict", "result_to_dict",
 ]
 
 WORKER_DIED = "worker died"
@@ -106,6 +107,13 @@ def result_to_dict(result: StepResult) -> dict[str, Any]:
 
 def result_from_dict(data: dict[str, Any]) -> StepResult:
     return StepResult(**{**data, "epochs": [EpochResult(**e) for e in data["epochs"]]})
+
+
+def pick_worker(free: list, pipeline_id: str, last_pipeline: Callable[[Any], str | None]) -> Any:
+    """The free worker whose last step was ``pipeline_id`` (it continues the pipeline from memory instead of
+    its checkpoint: ``qtt_cli/worker/warm.py``), else the first free one. Only where a step runs changes,
+    never its result."""
+    return next((w for w in free if last_pipeline(w) == pipeline_id), free[0])
 
 
 def died(task: StepTask, why: str) -> StepResult:

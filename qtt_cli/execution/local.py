@@ -31,7 +31,16 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from qtt_cli.execution.base import Executor, ExecutorError, Finished, StepTask, WorkerSpec, died, result_from_dict
+from qtt_cli.execution.base import (
+    Executor,
+    ExecutorError,
+    Finished,
+    StepTask,
+    WorkerSpec,
+    died,
+    pick_worker,
+    result_from_dict,
+)
 
 __all__ = ["ExecutorError", "LocalProcessExecutor", "Slot", "cpu_slots", "gpu_slots"]
 
@@ -86,6 +95,7 @@ class _Worker:
         self.conn = conn
         self.ready = False
         self.task: StepTask | None = None
+        self.last_pipeline: str | None = None  # the pipeline its worker keeps in memory (worker/warm.py)
         self.pid: int | None = None
         self.started = time.monotonic()
 
@@ -145,10 +155,11 @@ class LocalProcessExecutor(Executor):
             self._poll(timeout=1.0, during_startup=True)
 
     def submit(self, task: StepTask) -> None:
-        worker = next((w for w in self._workers if w.ready and w.task is None), None)
-        if worker is None:
+        free = [w for w in self._workers if w.ready and w.task is None]
+        if not free:
             raise RuntimeError("no free worker (submit only while free_slots > 0)")
-        worker.task = task
+        worker = pick_worker(free, task.pipeline_id, lambda w: w.last_pipeline)
+        worker.task, worker.last_pipeline = task, task.pipeline_id
         # a worker that died between two steps: its sentinel reports it in wait() and the step comes back failed
         with contextlib.suppress(BrokenPipeError, OSError):
             worker.conn.send(("step", task.to_dict()))

@@ -17,7 +17,16 @@ import os
 import time
 from typing import Any
 
-from qtt_cli.execution.base import Executor, ExecutorError, Finished, StepTask, WorkerSpec, died, result_from_dict
+from qtt_cli.execution.base import (
+    Executor,
+    ExecutorError,
+    Finished,
+    StepTask,
+    WorkerSpec,
+    died,
+    pick_worker,
+    result_from_dict,
+)
 
 __all__ = ["RayExecutor"]
 
@@ -76,6 +85,7 @@ class RayExecutor(Executor):
         self._actor_class = None
         self._owns_ray = False
         self._free: list[Any] = []  # actors ready for a step
+        self._last_pipeline: dict[Any, str] = {}  # actor -> the pipeline it keeps in memory (worker/warm.py)
         self._running: dict[Any, tuple[Any, StepTask]] = {}  # object ref -> (actor, task)
         self._starting: dict[Any, Any] = {}  # ready() ref -> actor being (re)built
         self._started = False
@@ -126,7 +136,9 @@ class RayExecutor(Executor):
     def submit(self, task: StepTask) -> None:
         if not self._free:
             raise RuntimeError("no free worker (submit only while free_slots > 0)")
-        actor = self._free.pop(0)
+        actor = pick_worker(self._free, task.pipeline_id, self._last_pipeline.get)
+        self._free.remove(actor)
+        self._last_pipeline[actor] = task.pipeline_id
         self._running[actor.step.remote(task.to_dict())] = (actor, task)
         self.busy[actor] = task
 
