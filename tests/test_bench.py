@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -132,7 +133,7 @@ def tiny_meta_dataset(tmp_path_factory):
     return root
 
 
-def test_qtt_bench_writes_results_table_and_plot_and_never_meta_trains_on_the_test_dataset(
+def test_qtt_bench_writes_results_table_plot_and_page_and_never_meta_trains_on_the_test_dataset(
     tiny_meta_dataset, tmp_path
 ):
     out = tmp_path / "bench"
@@ -150,6 +151,10 @@ def test_qtt_bench_writes_results_table_and_plot_and_never_meta_trains_on_the_te
     assert sorted(summary["budget_h"].unique()) == pytest.approx([1 / 12, 0.25]) and len(summary) == 10
     assert (out / "regret.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Quick-Tune" in result.stderr  # the table
+    page = (out / "index.html").read_text()  # the page shows the plot and both tables, self-contained
+    plot = base64.b64encode((out / "regret.png").read_bytes()).decode("ascii")
+    assert f'src="data:image/png;base64,{plot}"' in page
+    assert page.count("<tr data-optimizer=") == 5 and 'id="paired"' in page and "4..4" in page
     folds = [json.loads(p.read_text())["key"]["split"] for p in sorted(out.glob("priors/fold-*/fold.json"))]
     assert folds and all(not set(f["test"]) & set(f["train"] + f["val"]) for f in folds)
     assert {"d0", "d1"} <= {name for f in folds for name in f["test"]}

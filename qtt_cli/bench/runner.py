@@ -184,8 +184,9 @@ def plans_with_budget(name: str) -> bool:
 
 
 def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None] | None = None) -> BenchResult:
-    """Meta-train the fold priors (cached), replay every search, write ``results.csv``, ``summary.csv`` and
-    ``regret.png`` into ``settings.out``. ``progress(stage, done, total)`` is called as work completes."""
+    """Meta-train the fold priors (cached), replay every search, write ``results.csv``, ``summary.csv``,
+    ``regret.png`` and the page showing them (``index.html``) into ``settings.out``.
+    ``progress(stage, done, total)`` is called as work completes."""
     progress = progress or (lambda stage, done, total: None)
     curvesets = load_meta_dataset(settings.meta_dataset)
     replayed = [without_degenerate(cs) for cs in curvesets] if settings.drop_degenerate else curvesets
@@ -241,6 +242,9 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
 
     plot_regret(results, files["plot"], labels={o: OPTIMIZERS[o][0] for o in settings.optimizers},
                 marks_h=[b / 3600 for b in settings.budgets_s])  # fmt: skip
+    from qtt_cli.report.bench_page import write_bench_page
+
+    files["page"] = write_bench_page(out)
     return BenchResult(results, summary, files)
 
 

@@ -6,33 +6,19 @@ an e-mail attachment or a CI artifact store without a server or the internet.
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qtt_cli.report import figures
+from qtt_cli.report.page import escape, figure, head, write_page
 from qtt_cli.report.run_data import RunData, load_run, recipe, steps_table
 
 REPORT_DIR = "report"
 REPORT_FILE = "index.html"
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-th { background: #eee; } td.text { text-align: left; }
-tr.best { font-weight: bold; background: #f3f7ff; }
-#leaderboard { width: 100%; } td.strategy { font-size: 0.85em; max-width: 16em; }
-figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; max-width: 900px; }
-img { max-width: 100%; border: 1px solid #ddd; }
-.summary td { text-align: left; }
-"""
 
 # Leaderboard columns shown on the page, with their headings.
 _TABLE = (
@@ -56,12 +42,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     data = load_run(Path(run_dir))
     out = Path(out) if out is not None else default_report_dir(data.run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    page = render(data)
-    path = out / REPORT_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_page(out / REPORT_FILE, render(data))
 
 
 def render(data: RunData) -> str:
@@ -72,11 +53,8 @@ def render(data: RunData) -> str:
     table["strategy"] = [", ".join(strategies(_config_row(data, pid))) for pid in table["pipeline_id"]]
     best = data.best_pipeline
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>qtt report: {_e(data.run_dir.name)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>qtt run report: {_e(data.run_dir.name)}</h1>",
+        head(f"qtt report: {data.run_dir.name}"),
+        f"<h1>qtt run report: {escape(data.run_dir.name)}</h1>",
         _summary(data, best),
     ]
     if data.history.empty:
@@ -84,25 +62,25 @@ def render(data: RunData) -> str:
         return "\n".join(parts)
     parts += [
         "<h2>Search progress</h2>",
-        _figure("best-so-far", figures.best_so_far(data),
+        figure("best-so-far", figures.best_so_far(data),
                 "Best validation top-1 found so far against the time used by the steps (training, evaluation, "
                 "model build and checkpoints; black step line); each circle is the last epoch of one step. The "
                 "dashed line is the budget; the dotted line is the budget actually used, which also counts the "
                 "optimizer's time."),
-        _figure("learning-curves", figures.learning_curves(data),
+        figure("learning-curves", figures.learning_curves(data),
                 "Validation top-1 after each epoch of every pipeline, one colour, marker and line style per "
                 "model; the wide grey line is the best pipeline."),
-        _figure("accuracy-vs-cost", figures.accuracy_vs_cost(data),
+        figure("accuracy-vs-cost", figures.accuracy_vs_cost(data),
                 "Best validation top-1 of each pipeline against the seconds spent on it. The dashed line joins "
                 "the Pareto-optimal pipelines: none of the others is both cheaper and at least as accurate."),
-        _figure("time-spent", figures.time_spent(data),
+        figure("time-spent", figures.time_spent(data),
                 "Where the budget went: seconds of the steps (training, evaluation, model build, checkpoints) "
                 "per model and per finetuning strategy (a pipeline that combines strategies counts for each of them)."),
     ]
     predicted = figures.predictions(data)
     if predicted is not None:
         parts += ["<h2>How well the predictors did on this dataset</h2>",
-                  _figure("predictions", predicted, _prediction_caption(data))]
+                  figure("predictions", predicted, _prediction_caption(data))]
     elif data.settings.get("optimizer") == "quicktune":
         parts.append("<p>This Quick-Tune run recorded no predictions (it was made before qtt recorded them, or "
                      "only its first, randomly drawn step ran).</p>")
@@ -111,8 +89,8 @@ def render(data: RunData) -> str:
         _leaderboard(table, best),
     ]
     if best is not None:
-        parts += [f'<h2>Recipe of the best pipeline, <span id="best-model">{_e(_model_of(data, best))}</span> '
-                  f"({_e(best)})</h2>", _recipe(recipe(data.history, best))]
+        parts += [f'<h2>Recipe of the best pipeline, <span id="best-model">{escape(_model_of(data, best))}</span> '
+                  f"({escape(best)})</h2>", _recipe(recipe(data.history, best))]
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -134,7 +112,7 @@ def _summary(data: RunData, best: str | None) -> str:
         top = data.table.iloc[0]
         rows.append(("best", f"{top['model']} ({best}): {top['best_val_top1']:.2f} % validation top-1 at epoch "
                              f"{int(top['best_epoch'])}"))
-    body = "".join(f'<tr><th>{_e(k)}</th><td class="text">{_e(v)}</td></tr>' for k, v in rows)
+    body = "".join(f'<tr><th>{escape(k)}</th><td class="text">{escape(v)}</td></tr>' for k, v in rows)
     return f'<table class="summary">{body}</table>'
 
 
@@ -144,17 +122,17 @@ def _images(dataset: dict[str, Any]) -> str:
 
 
 def _leaderboard(table, best: str | None) -> str:
-    head = "".join(f"<th>{_e(title)}</th>" for _, title in _TABLE)
+    head = "".join(f"<th>{escape(title)}</th>" for _, title in _TABLE)
     rows = []
     for _, row in table.iterrows():
         cls = ' class="best"' if row["pipeline_id"] == best else ""
         cells = "".join(_cell(row.get(name), integer=name in _INTEGERS, css=name) for name, _ in _TABLE)
-        rows.append(f'<tr data-pipeline="{_e(row["pipeline_id"])}"{cls}>{cells}</tr>')
+        rows.append(f'<tr data-pipeline="{escape(row["pipeline_id"])}"{cls}>{cells}</tr>')
     return f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _recipe(values: dict[str, Any]) -> str:
-    rows = "".join(f'<tr><th>{_e(k)}</th><td class="text">{_e(v)}</td></tr>' for k, v in values.items())
+    rows = "".join(f'<tr><th>{escape(k)}</th><td class="text">{escape(v)}</td></tr>' for k, v in values.items())
     return f'<table id="recipe">{rows}</table>'
 
 
@@ -168,13 +146,8 @@ def _cell(value, *, integer: bool = False, css: str = "") -> str:
         return f"<td>{text}</td>"
     if isinstance(value, int | np.integer):
         return f"<td>{value}</td>"
-    return f'<td class="text {css}">{_e(value)}</td>' if css == "strategy" else f'<td class="text">{_e(value)}</td>'
-
-
-def _figure(name: str, png: bytes, caption: str) -> str:
-    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    return (f'<figure id="{name}"><img alt="{_e(caption.split(".")[0])}" src="{uri}">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+    classes = f"text {css}" if css == "strategy" else "text"
+    return f'<td class="{classes}">{escape(value)}</td>'
 
 
 def _prediction_caption(data: RunData) -> str:
@@ -197,8 +170,3 @@ def _config_row(data: RunData, pipeline_id: str) -> dict[str, Any]:
 
 def _model_of(data: RunData, pipeline_id: str) -> str:
     return str(data.table.loc[data.table["pipeline_id"] == pipeline_id, "model"].iloc[0])
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
-
