@@ -174,10 +174,20 @@ def test_space_file_fixing_the_parent_makes_the_child_unconditional(tmp_path):
     assert all(c.patience_epochs in (2, 5) for c in configs)
 
 
-def test_example_space_file_loads():
-    example = Path(__file__).parents[1] / "examples/space-small.yaml"
-    space = load_space(example, ["tf_efficientnet_lite0.in1k", *MODELS])
+@pytest.mark.parametrize("name", ["space-small.yaml", "space-demo.yaml", "space-lite-cpu.yaml"])
+def test_example_space_files_load(name):
+    from qtt_cli.hub import load_hub
+
+    example = Path(__file__).parents[1] / "examples" / name
+    space = load_space(example, [m.name for m in load_hub("tiny").models])
     assert all(isinstance(c, PipelineConfig) for c in sample_configs(space, 20, seed=0))
+
+
+def test_the_cpu_space_of_the_pretrained_example_keeps_only_moderate_batches_and_single_views():
+    example = Path(__file__).parents[1] / "examples/space-lite-cpu.yaml"
+    configs = sample_configs(load_space(example, ["tf_efficientnet_lite0.in1k"]), 50, seed=1)
+    assert {c.batch_size for c in configs} == {16, 32, 64}
+    assert {c.warmup_epochs for c in configs} == {0} and {c.hvp_views for c in configs} == {1}
 
 
 @pytest.mark.parametrize(
