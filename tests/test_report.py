@@ -222,16 +222,18 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
 def test_the_tuner_records_a_prediction_on_the_epoch_it_predicted(tmp_path):
     from qtt_cli.optimizer import Suggestion
+    from qtt_cli.tuner.history import History
     from qtt_cli.tuner.tuner import _record
     from qtt_cli.worker.results import EpochResult, StepResult
 
     store = RunDir(tmp_path).store
+    history = History(store)
     ask = Suggestion("p0001", A, 0, 2, predicted_val_top1=61.0, predicted_val_std=2.0, predicted_cost_s=9.0)
     assert ask == Suggestion("p0001", A, 0, 2)  # the prediction is not part of the step's identity
     epochs = [EpochResult(1, 50.0, 1.0, 1.0, 4.0), EpochResult(2, 60.0, 1.0, 1.0, 4.0)]
-    _record(store, ask, StepResult("p0001", epochs, "ok"), 0)
+    _record(history, ask, StepResult("p0001", epochs, "ok"), 0)
     cut = Suggestion("p0002", A, 0, 2, predicted_val_top1=70.0, predicted_val_std=1.0, predicted_cost_s=9.0)
-    _record(store, cut, StepResult("p0002", epochs[:1], "interrupted"), 1)  # cut before the predicted epoch
+    _record(history, cut, StepResult("p0002", epochs[:1], "interrupted"), 1)  # cut before the predicted epoch
     history = store.load()
     assert history["pred_val_top1"].tolist()[:2] == [pytest.approx(np.nan, nan_ok=True), 61.0]
     assert history.loc[1, "pred_cost_s"] == 9.0 and history["pred_val_top1"].iloc[2:].isna().all()
