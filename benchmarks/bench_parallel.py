@@ -12,7 +12,13 @@ machine hits both alike; the speed-up is the ratio of their median steps per min
 * ``overhead``: per step after a worker's first, the seconds between the worker finishing a step and starting
   its next one (the tuner records the result, asks the optimizer, sends the step); median and 90th percentile.
 
+``--instant N`` measures the tuner alone: N steps of an in-process search whose worker trains nothing (each
+step "completes" its epochs at once and leaves the checkpoint file the tuner's retention looks for), so the
+time between steps is only the tuner's recording, retention, asking and state saving; it prints the median
+per quarter of the run, which shows whether that time grows with the number of pipelines.
+
     python benchmarks/bench_parallel.py [--budget 60] [--repeats 2] [--per-class 30] [--ray] [--json]
+    python benchmarks/bench_parallel.py --instant 150
 """
 
 from __future__ import annotations
@@ -54,6 +60,49 @@ def one_run(data: Path, out: Path, budget: float, **executor) -> dict:
     }  # fmt: skip
 
 
+class InstantWorker:
+    """A FinetuneWorker whose steps train nothing (``--instant``)."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def step(self, pid, config, start, end, deadline=None):
+        from qtt_cli.worker import EpochResult, StepResult
+
+        path = self.real.checkpoint_path(pid, end)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        self.real.prune_checkpoints(pid, keep_epoch=end)
+        top1 = 10.0 + int(pid[1:]) % 50
+        return StepResult(pid, [EpochResult(e + 1, top1 + e, 1.0, 1.0, 0.5) for e in range(start, end)], "ok")
+
+
+def instant_run(data: Path, out: Path, steps: int) -> None:
+    from qtt_cli.execution import InProcessExecutor
+    from qtt_cli.tuner import SilentReporter, TuneSettings
+    from qtt_cli.tuner.tuner import prepare, search
+
+    settings = TuneSettings(dataset=data, out=out, budget_s=3600, hub="tiny", weights="random", optimizer="random",
+                            max_input_size=32, max_epochs=3, seed=0, max_steps=steps)  # fmt: skip
+    run = prepare(settings)
+    run.worker = InstantWorker(run.worker)
+    run.executor = InProcessExecutor(run.worker)
+    try:
+        summary = search(run, SilentReporter())
+    finally:
+        run.close()
+    idle = run.executor.idle_s
+    quarter = max(1, len(idle) // 4)
+    medians = [1000 * statistics.median(idle[i:i + quarter]) for i in range(0, quarter * 4, quarter)]
+    print(f"{summary.steps} steps, {summary.pipelines} pipelines; tuner time between steps, median per quarter "
+          f"of the run: {', '.join(f'{m:.0f} ms' for m in medians)}")
+    print(json.dumps({"instant_steps": summary.steps, "pipelines": summary.pipelines,
+                      "overhead_median_ms_by_quarter": [round(m, 1) for m in medians]}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=60.0)
@@ -61,9 +110,18 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=30)
     parser.add_argument("--ray", action="store_true", help="also 2 workers through Ray (needs qtt-cli[ray])")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--instant", type=int, default=0, metavar="N",
+                        help="only the tuner: N steps with a worker that trains nothing")
     args = parser.parse_args()
 
     import make_dataset
+
+    if args.instant:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "digits"
+            make_dataset.make_dataset("digits", data, layout="flat", per_class=5, seed=0)
+            instant_run(data, Path(tmp) / "run", args.instant)
+        return
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
