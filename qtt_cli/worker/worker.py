@@ -240,6 +240,8 @@ class FinetuneWorker:
         run = self.warm.take(pid, config, start_epoch, self.checkpoint_path(pid, start_epoch))
         if run is not None:
             notes.extend(run.build_notes)
+            if run.batch_size != config.batch_size:  # halved after running out of memory in an earlier step
+                notes.append(_smaller_batch_note(run.batch_size, config))
         return run
 
     def _cold_start(self, pid: str, run: _Run, config: PipelineConfig, deadline: float | None,
@@ -314,8 +316,7 @@ class FinetuneWorker:
         if batch_size is None:
             batch_size = int(state.get("batch_size", config.batch_size)) if state is not None else config.batch_size
             if batch_size != config.batch_size:
-                notes.append(f"trained with batch size {batch_size}: {config.batch_size} did not fit in memory "
-                             "in an earlier step")
+                notes.append(_smaller_batch_note(batch_size, config))
         seeding.reseed(seeding.stable_seed(self.seed, pid, "init"))
         weights = parse_weights("random") if state is not None else self.weights
         model = create_model(config.model, self.num_classes, weights, drop_rate=config.drop)
@@ -532,3 +533,7 @@ def _halved(batch_size: int) -> int:
 def _check_deadline(deadline: float | None) -> None:
     if deadline is not None and time.monotonic() > deadline:
         raise _Interrupted
+
+
+def _smaller_batch_note(batch_size: int, config: PipelineConfig) -> str:
+    return f"trained with batch size {batch_size}: {config.batch_size} did not fit in memory in an earlier step"
