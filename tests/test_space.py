@@ -258,7 +258,8 @@ def test_training_methods_are_sampled_with_their_prior_and_uniformly_when_a_file
     spg = collections.Counter(c.spg for c in cs)
     views = collections.Counter(c.hvp_views for c in cs)
     assert 0.2 < spg[True] / 2000 < 0.3
-    assert 0.65 < views[1] / 2000 < 0.75 and min(views[2], views[3], views[4]) > 120
+    assert 0.65 < views[1] / 2000 < 0.75 and 0.15 < views[2] / 2000 < 0.25  # two views: the measured gain
+    assert 0.02 < views[3] / 2000 < 0.08 and 0.02 < views[4] / 2000 < 0.08
     path = tmp_path / "space.yaml"
     path.write_text("spg: [false, true]\n")
     forced = collections.Counter(c.spg for c in sample_configs(load_space(path, ["m"]), 2000, seed=1))
