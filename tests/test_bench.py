@@ -274,3 +274,18 @@ def test_the_bench_can_drop_the_degenerate_records_from_the_candidates(tmp_path)
         assert result.exit_code == 0, result.output
         final = pd.read_csv(out / "results.csv").sort_values("budget_s").iloc[-1]
         assert final["best_val_top1"] == best and final["regret"] == 0.0
+
+
+def test_the_bench_page_shows_differences_to_quick_tune_only_and_bolds_the_lowest_regret(tmp_path):
+    from qtt_cli.report.bench_page import write_bench_page
+
+    pd.DataFrame({"budget_h": [1.0, 1.0], "optimizer": ["random", "quicktune"], "label": ["Random", "QT"],
+                  "regret": [0.5, 0.25], "regret_std": [0.1, 0.1], "rank": [1.75, 1.25], "runs": [4, 4]},
+                 ).to_csv(tmp_path / "summary.csv", index=False)  # fmt: skip
+    pd.DataFrame({"budget_h": [1.0, 1.0], "optimizer": ["random", "quicktune"], "reference": ["quicktune", "other"],
+                  "mean_diff": [0.25, -0.5], "se": [0.05, 0.1], "pairs": [4, 4]},
+                 ).to_csv(tmp_path / "paired.csv", index=False)  # fmt: skip
+    page = write_bench_page(tmp_path).read_text()
+    assert "<td><b>0.250</b></td>" in page and "<td>0.500</td>" in page
+    paired = page[page.index('id="paired"'):]
+    assert "+0.250 ± 0.050" in paired and "-0.500" not in paired

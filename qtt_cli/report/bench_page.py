@@ -78,6 +78,8 @@ def _summary_table(summary: pd.DataFrame) -> str:
 
 
 def _paired_table(paired: pd.DataFrame, summary: pd.DataFrame) -> str:
+    if "reference" in paired:  # a folder may also hold differences to another reference
+        paired = paired[paired["reference"] == "quicktune"]
     labels = dict(zip(summary["optimizer"], summary.get("label", summary["optimizer"]), strict=False))
     budgets = sorted(paired["budget_h"].unique())
     head_cells = "".join(f"<th>{b:g} h</th>" for b in budgets)
