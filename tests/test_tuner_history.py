@@ -20,7 +20,7 @@ from qtt_cli.space.config import PipelineConfig
 from qtt_cli.store import COLUMNS, ResultsStore, make_rows
 from qtt_cli.store.results import _frame_of, _typed
 from qtt_cli.tuner import SilentReporter, TuneSettings
-from qtt_cli.tuner.history import History
+from qtt_cli.tuner.history import History, recorded_steps
 from qtt_cli.tuner.tuner import prepare, search
 from qtt_cli.worker import EpochResult, StepResult
 
@@ -66,10 +66,10 @@ def test_incremental_states_equal_a_full_regroup_after_every_record(tmp_path):
             continue
         history.record(rows)
         done[pid] = start + n
-        full = pipeline_states(ResultsStore(tmp_path).load())  # from disk, regrouped whole
-        assert history.states() == full
-        assert list(history.states()) == list(full)  # first-seen order, which optimizers rely on
-        assert history.steps == ResultsStore(tmp_path).load()["step"].nunique()
+        stored = ResultsStore(tmp_path).load()  # from disk, regrouped whole
+        assert history.states() == pipeline_states(stored)
+        assert list(history.states()) == list(pipeline_states(stored))  # first-seen order, which optimizers rely on
+        assert history.steps == recorded_steps(stored)
 
 
 class InstantWorker:

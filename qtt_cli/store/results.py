@@ -87,6 +87,11 @@ class ResultsStore:
         the caller may change."""
         return self._loaded().copy()
 
+    def rows_of(self, pipeline_id: str) -> pd.DataFrame:
+        """The rows of one pipeline (a copy), without copying the rest of the store."""
+        frame = self._loaded()
+        return frame[frame["pipeline_id"] == pipeline_id].copy()
+
     def _loaded(self) -> pd.DataFrame:
         if self._frame is None:
             if self.path.exists():

@@ -33,12 +33,14 @@ class History:
 
     def __init__(self, store: ResultsStore) -> None:
         self.store = store
-        self._frame = store.load()
-        self._states = pipeline_states(self._frame)
+        frame = store.load()
+        self._states = pipeline_states(frame)
+        self._steps = set(frame["step"].dropna().astype(int))
 
     @property
     def steps(self) -> int:
-        return recorded_steps(self._frame)
+        """Steps that left at least one row, as :func:`recorded_steps` counts them in the store."""
+        return len(self._steps)
 
     def states(self) -> dict[str, PipelineState]:
         """One state per pipeline, in the order pipelines first appear in the store (a new dict)."""
@@ -50,7 +52,6 @@ class History:
         if not rows:
             return
         self.store.append(rows)
-        self._frame = self.store.load()
-        ids = self._frame["pipeline_id"]
+        self._steps.update(int(row["step"]) for row in rows if row.get("step") is not None)
         for pid in dict.fromkeys(str(row["pipeline_id"]) for row in rows):
-            self._states[pid] = pipeline_states(self._frame[ids == pid])[pid]
+            self._states[pid] = pipeline_states(self.store.rows_of(pid))[pid]
