@@ -8,11 +8,9 @@ and check that a stale copy (checkpoint replaced, pipeline moved, step cut) is n
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from worker_helpers import MODEL, make_worker
+from worker_helpers import MODEL, assert_same_state, make_worker
 
 from qtt_cli.space.config import PipelineConfig
 from qtt_cli.worker import epoch_path
@@ -32,21 +30,6 @@ CONFIGS = {
     "plateau-l2sp-stochnorm": cfg(opt="momentum", momentum=0.9, opt_betas=None, sched="plateau", patience_epochs=1,
                                   lr=0.02, sp_reg=0.01, stoch_norm=True),
 }
-
-
-def assert_same_state(root_a: Path, root_b: Path, pid: str, epoch: int) -> None:
-    a = torch.load(epoch_path(root_a, pid, epoch), map_location="cpu", weights_only=True)
-    b = torch.load(epoch_path(root_b, pid, epoch), map_location="cpu", weights_only=True)
-    assert a["model"].keys() == b["model"].keys()
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for i, s in a["optimizer"]["state"].items():
-        for k, v in s.items():
-            assert torch.equal(v, b["optimizer"]["state"][i][k]), (i, k)
-    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
-    assert a["scheduler"] == b["scheduler"] and a["best"] == b["best"]
-    untimed = [[{k: v for k, v in h.items() if k != "cost_s"} for h in s["history"]] for s in (a, b)]
-    assert untimed[0] == untimed[1]
 
 
 def metrics(result):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from worker_helpers import MODEL, SIDE, make_worker
+from worker_helpers import MODEL, SIDE, assert_same_state, make_worker
 
 from qtt_cli.space.config import PipelineConfig
 from qtt_cli.worker import apply_freezing, build_optimizer, build_scheduler, epoch_path
@@ -50,14 +50,7 @@ def test_two_steps_equal_one_uninterrupted_step(cache, tmp_path, deterministic):
     assert [e.epoch for e in r_whole.epochs] == [e.epoch for e in r_a.epochs + r_b.epochs] == [1, 2]
     for x, y in zip(r_whole.epochs, r_a.epochs + r_b.epochs, strict=True):
         assert (x.val_top1, x.val_loss, x.train_loss) == (y.val_top1, y.val_loss, y.train_loss)
-    a, b = state_of(tmp_path / "whole", "p1", 2), state_of(tmp_path / "split", "p1", 2)
-    assert a["model"].keys() == b["model"].keys()
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for i, s in a["optimizer"]["state"].items():
-        for k, v in s.items():
-            assert torch.equal(v, b["optimizer"]["state"][i][k]), (i, k)
-    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    assert_same_state(tmp_path / "whole", tmp_path / "split", "p1", 2)
     # the previous epoch's checkpoint is gone once the next is written
     assert not epoch_path(tmp_path / "split", "p1", 1).exists()
 
