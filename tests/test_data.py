@@ -348,6 +348,8 @@ def test_cache_invalidated_by_changes(digits_copy, tmp_path, count_decodes):
 
 
 def test_cached_images_pickle_without_pixels(digits_dir, tmp_path):
+    # pickle is what torch's DataLoader workers and spawned worker processes use to receive the dataset; the
+    # round trip stays in memory, nothing is written or read from disk
     cache = build_cache(discover(digits_dir), tmp_path / "cache", side=32)
     blob = pickle.dumps(cache.train)
     assert len(blob) < 32 * 32 * 3 * 10
