@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from qtt_cli.optimizer import pipeline_states
@@ -51,7 +52,7 @@ def test_a_crash_while_writing_leaves_the_previous_file(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", crash)
+    monkeypatch.setattr(pq, "write_table", crash)
     with pytest.raises(OSError):
         store.append(make_rows("p0001", SGD, [epoch(2, 20.0)], step=1, status="ok", error=None, wall_time=NOW))
     monkeypatch.undo()
@@ -92,3 +93,20 @@ def test_a_store_from_before_a_new_hyperparameter_still_reads(tmp_path):
     old = store.load().drop(columns=["spg", "spg_modules", "hvp_views", "hvp_every"])
     state = pipeline_states(old)["p0001"]
     assert state.config == SGD and state.config.hvp_views == 1 and state.config.spg is False
+
+
+def test_a_store_file_from_before_new_columns_resumes_and_appends(tmp_path):
+    """A results.parquet written by an older qtt (no SPG/HVP or overhead columns, written by pandas) is read with
+    those hyperparameters at their defaults, and appending to it writes the current columns."""
+    store = ResultsStore(tmp_path)
+    store.append(make_rows("p0001", SGD, [epoch(1, 10.0)], step=0, status="ok", error=None, wall_time=NOW))
+    old = store.load().drop(columns=["spg", "spg_modules", "hvp_views", "hvp_every", "overhead_s"])
+    old.to_parquet(store.path, index=False)
+    reopened = ResultsStore(tmp_path)
+    assert pipeline_states(reopened.records())["p0001"].config == SGD
+    reopened.append(make_rows("p0001", SGD, [epoch(2, 20.0)], step=1, status="ok", error=None, wall_time=NOW,
+                              overhead_s=0.5))
+    frame = ResultsStore(tmp_path).load()
+    assert list(frame.columns) == list(COLUMNS) and frame["epoch"].tolist() == [1, 2]
+    assert frame["hvp_views"].tolist() == [1, 1] and frame["overhead_s"].isna().tolist() == [True, False]
+    assert pipeline_states(frame)["p0001"].costs == (0.5, 1.5)

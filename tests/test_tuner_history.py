@@ -10,7 +10,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 import qtt_cli.tuner.history as history_module
@@ -18,7 +20,6 @@ from qtt_cli.execution import InProcessExecutor
 from qtt_cli.optimizer import pipeline_states
 from qtt_cli.space.config import PipelineConfig
 from qtt_cli.store import COLUMNS, ResultsStore, make_rows
-from qtt_cli.store.results import _frame_of, _typed
 from qtt_cli.tuner import SilentReporter, TuneSettings
 from qtt_cli.tuner.history import History, recorded_steps
 from qtt_cli.tuner.tuner import prepare, search
@@ -35,16 +36,21 @@ def epoch(e: int, top1: float) -> EpochResult:
     return EpochResult(e, top1, 1.0 / e, 2.0 / e, 0.5 * e)
 
 
-def test_rows_are_typed_as_before_column_by_column():
+def test_appended_rows_come_back_typed_as_a_fresh_reader_sees_them(tmp_path):
+    """The rows ``append`` returns (which History keeps) are what a reload of the file gives, column for column:
+    otherwise incremental states would drift from the store's."""
     rows = make_rows("p0001", CONFIGS[0], [epoch(1, 10.0), epoch(2, 20.0)], step=0, status="ok", error=None,
                      wall_time=NOW, overhead_s=0.25)
     rows += make_rows("p0002", CONFIGS[1], [], step=1, status="failed", error="OOM", wall_time=NOW, failed_epoch=1)
     rows[1]["pred_val_top1"] = 21.5
-    untyped = pd.DataFrame([{c: row.get(c) for c in COLUMNS} for row in rows], columns=list(COLUMNS))
-    expected, got = _typed(untyped), _frame_of(rows)
-    assert list(got.columns) == list(COLUMNS)
-    assert (got.dtypes == expected.dtypes).all()
-    assert got.equals(expected)
+    rows[0]["batch_size"] = np.int64(32)  # numpy scalars, as results computed with numpy can carry
+    stored = ResultsStore(tmp_path).append(rows)
+    assert stored == ResultsStore(tmp_path).records()
+    assert list(stored[0]) == list(COLUMNS) and stored[0]["batch_size"] == 32 and stored[2]["val_top1"] is None
+    assert stored[1]["pred_val_top1"] == 21.5 and stored[0]["overhead_s"] == 0.25 and stored[1]["overhead_s"] == 0.0
+    frame = ResultsStore(tmp_path).load()
+    assert str(frame["batch_size"].dtype) == "Int64" and str(frame["error"].dtype) == "string"
+    assert str(frame["wall_time"].dtype) == "datetime64[ns, UTC]" and frame["wall_time"].tolist()[0] == NOW
 
 
 def test_incremental_states_equal_a_full_regroup_after_every_record(tmp_path):
@@ -98,15 +104,15 @@ def test_a_step_writes_the_store_once_and_regroups_only_its_pipeline(tmp_path, d
         writes.append(self.path)
         return real_write(self, rows)
 
-    grouped: list[int] = []
-    real_group = history_module.pipeline_states
+    grouped: list[str] = []
+    real_group = history_module.pipeline_state
 
-    def counting_group(frame):
-        grouped.append(frame["pipeline_id"].nunique())
-        return real_group(frame)
+    def counting_group(pid, rows):
+        grouped.append(pid)
+        return real_group(pid, rows)
 
     monkeypatch.setattr(history_module.ResultsStore, "append", counting_append)
-    monkeypatch.setattr(history_module, "pipeline_states", counting_group)
+    monkeypatch.setattr(history_module, "pipeline_state", counting_group)
     settings = TuneSettings(dataset=digits_dir, out=tmp_path / "run", budget_s=3600, hub=str(one_hub),
                             weights="random", optimizer="random", max_input_size=32, max_epochs=3, seed=0,
                             max_steps=24)
@@ -119,7 +125,7 @@ def test_a_step_writes_the_store_once_and_regroups_only_its_pipeline(tmp_path, d
         run.close()
     assert summary.steps == 24 and summary.pipelines >= 8
     assert len(writes) == 24  # one write of results.parquet per step, nothing else appended
-    assert grouped[0] == 0 and set(grouped[1:]) == {1}  # the empty store once, then one pipeline per step
+    assert len(grouped) == 24  # one pipeline regrouped per step (the store was empty at the start)
     stored = ResultsStore(tmp_path / "run").load()
     assert pipeline_states(stored) == History(ResultsStore(tmp_path / "run")).states()
     assert not stored.duplicated(["pipeline_id", "epoch"]).any()
@@ -134,7 +140,7 @@ def test_a_failed_store_write_changes_neither_the_file_nor_the_history(tmp_path,
     def crash(*args, **kwargs):
         raise OSError("write failed")
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", crash)
+    monkeypatch.setattr(pq, "write_table", crash)
     rows = make_rows("p0001", CONFIGS[0], [epoch(2, 6.0)], step=1, status="ok", error=None, wall_time=NOW)
     with pytest.raises(OSError):
         history.record(rows)

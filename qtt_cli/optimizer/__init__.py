@@ -1,6 +1,6 @@
 """Optimizers decide which pipeline to train next and for how long (freeze-thaw)."""
 
-from qtt_cli.optimizer.base import BudgetStatus, Optimizer, PipelineState, Suggestion, pipeline_states
+from qtt_cli.optimizer.base import BudgetStatus, Optimizer, PipelineState, Suggestion, pipeline_state, pipeline_states
 from qtt_cli.optimizer.candidates import RecordedConfigs
 from qtt_cli.optimizer.quicktune import AcquisitionSettings, FitSchedule, QuickTune
 from qtt_cli.optimizer.random_search import RandomSearch
@@ -17,5 +17,6 @@ __all__ = [
     "RecordedConfigs",
     "SuccessiveHalving",
     "Suggestion",
+    "pipeline_state",
     "pipeline_states",
 ]

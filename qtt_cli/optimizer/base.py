@@ -7,14 +7,16 @@ reconstructed from the results store, so resuming a run is nothing more than rel
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from qtt_cli.space.config import PipelineConfig
-from qtt_cli.store.results import HYPERPARAMETER_COLUMNS, charged_costs
+from qtt_cli.store.results import HYPERPARAMETER_COLUMNS, charged_cost
 
 # "stopped": the run gave up its checkpoint (``qtt tune --max-checkpoints``), so it cannot be continued.
 # Never written to the store: the tuner marks it from the checkpoint folder, which is the truth on resume.
@@ -162,30 +164,46 @@ def next_pipeline_id(pipelines: Mapping[str, PipelineState]) -> str:
     return f"p{n:04d}"
 
 
-def pipeline_states(history: pd.DataFrame) -> dict[str, PipelineState]:
-    """Group the results store's rows into one :class:`PipelineState` per pipeline (in first-seen order)."""
-    states: dict[str, PipelineState] = {}
-    if history.empty:
-        return states
-    for pid, rows in history.groupby("pipeline_id", sort=False):
-        rows = rows.sort_values(["step", "epoch"], na_position="last")
-        done = rows[rows["val_top1"].notna()]
-        first = rows.iloc[0]
-        # A store written before a hyperparameter existed lacks its column: it was at its default then.
-        config = PipelineConfig.from_dict(
-            {c: _plain(first[c]) for c in HYPERPARAMETER_COLUMNS if c in history.columns}
-        )
-        last = rows.iloc[-1]
-        states[str(pid)] = PipelineState(
-            pipeline_id=str(pid),
-            config=config,
-            curve=tuple(float(v) for v in done["val_top1"]),
-            costs=tuple(charged_costs(done)),  # epoch + step overhead: what the cost predictor learns
-            status=str(last["status"]),
-            error=None if pd.isna(last["error"]) else str(last["error"]),
-            failed_steps=int(rows.loc[rows["status"] == "failed", "step"].nunique()),
-        )
-    return states
+def pipeline_states(history: pd.DataFrame | Iterable[Mapping[str, Any]]) -> dict[str, PipelineState]:
+    """Group the results store's rows (a frame, or plain row dicts as ``ResultsStore.records`` gives them) into
+    one :class:`PipelineState` per pipeline, in first-seen order."""
+    if isinstance(history, pd.DataFrame):
+        history = history.to_dict("records")
+    by_pipeline: dict[str, list[Mapping[str, Any]]] = {}
+    for row in history:
+        by_pipeline.setdefault(str(row["pipeline_id"]), []).append(row)
+    return {pid: pipeline_state(pid, rows) for pid, rows in by_pipeline.items()}
+
+
+def pipeline_state(pipeline_id: str, rows: Iterable[Mapping[str, Any]]) -> PipelineState:
+    """The state of one pipeline from its rows in the store (any order). Plain Python, no pandas: the tuner
+    regroups the pipeline it just trained after every step, and a pandas group-by and sort per call was a
+    good part of its time between two steps."""
+    rows = sorted(rows, key=lambda r: (_na_last(r.get("step")), _na_last(r.get("epoch"))))
+    done = [r for r in rows if not _missing(r.get("val_top1"))]
+    first, last = rows[0], rows[-1]
+    # A frame of a store written before a hyperparameter existed may lack its column: its default then.
+    config = PipelineConfig.from_dict({c: _plain(first[c]) for c in HYPERPARAMETER_COLUMNS if c in first})
+    return PipelineState(
+        pipeline_id=str(pipeline_id),
+        config=config,
+        curve=tuple(float(r["val_top1"]) for r in done),
+        costs=tuple(charged_cost(r) for r in done),  # epoch + step overhead: what the cost predictor learns
+        status=str(last["status"]),
+        error=None if _missing(last.get("error")) else str(last["error"]),
+        failed_steps=len({int(r["step"]) for r in rows if r["status"] == "failed" and not _missing(r.get("step"))}),
+    )
+
+
+def _missing(value: Any) -> bool:
+    """None, pandas' NA/NaT or a float NaN (how a null reads from a frame of the store)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _na_last(value: Any) -> tuple[bool, Any]:
+    return (True, 0) if _missing(value) else (False, value)
 
 
 def _plain(value):

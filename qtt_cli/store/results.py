@@ -6,11 +6,10 @@ file once, through a temporary file (flushed to disk) and ``os.replace``, so a c
 or the new file, never a torn one, and a full disk leaves the old file and raises ``DiskFullError``.
 
 Runs hold at most a few thousand rows, so rewriting is cheaper than it sounds: writing a Parquet file
-costs about the same for 2 rows as for 3,000 (pandas-to-Arrow conversion and metadata per column, not
-data), which is why per-step part files compacted later would save nothing worth their recovery rules.
-What is per append, not per row, is kept small instead: the new rows are built column by column with their
-final types (one ``astype`` per column of a whole frame cost more than the write), and the store keeps its
-rows in memory so that an append never re-reads the file.
+costs about the same for 2 rows as for 3,000 (metadata and encoding per column, not data), which is why
+per-step part files compacted later would save nothing worth their recovery rules. What is per append, not
+per row, is kept small instead: the store keeps its rows in memory as the Arrow table it writes, converts
+only the new rows, and never re-reads the file.
 """
 
 from __future__ import annotations
@@ -21,7 +20,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from qtt_cli.space.config import PipelineConfig
 from qtt_cli.store.files import atomic_write
@@ -75,52 +78,66 @@ _DTYPES: dict[str, str] = {
 
 
 class ResultsStore:
-    """Append-only table of epoch results of one run directory."""
+    """Append-only table of epoch results of one run directory.
+
+    The rows live in memory as an Arrow table, which is what is written: an append converts only its new
+    rows (``pa.Table.from_pylist`` with the store's schema) and writes the table with ``pyarrow.parquet``.
+    Going through pandas on every write (``DataFrame.to_parquet``, which converts the whole frame column by
+    column and types the new rows) was most of the tuner's time between two steps. The pandas view that
+    readers use is built from the table only when asked for (:meth:`load`, :meth:`rows_of`).
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / RESULTS_FILE
-        self._frame: pd.DataFrame | None = None
+        self._table: pa.Table | None = None
+        self._frame: pd.DataFrame | None = None  # pandas view of _table, built lazily
         self.writes = 0  # files written by this object (one per append; tests count them)
 
     def load(self) -> pd.DataFrame:
         """All rows recorded so far (an empty frame with the right columns for a new run); a copy, which
         the caller may change."""
-        return self._loaded().copy()
+        if self._frame is None:
+            self._frame = _to_frame(self._loaded())
+        return self._frame.copy()
+
+    def records(self) -> list[dict[str, Any]]:
+        """All rows as plain Python dicts (missing values ``None``), without building a pandas frame."""
+        return self._loaded().to_pylist()
 
     def rows_of(self, pipeline_id: str) -> pd.DataFrame:
-        """The rows of one pipeline (a copy), without copying the rest of the store."""
-        frame = self._loaded()
-        return frame[frame["pipeline_id"] == pipeline_id].copy()
+        """The rows of one pipeline (a copy), without converting the rest of the store."""
+        table = self._loaded()
+        return _to_frame(table.filter(pc.equal(table["pipeline_id"], pipeline_id)))
 
-    def _loaded(self) -> pd.DataFrame:
-        if self._frame is None:
-            if self.path.exists():
-                self._frame = pd.read_parquet(self.path)
-            else:
-                self._frame = _empty_frame()
-        return self._frame
+    def _loaded(self) -> pa.Table:
+        if self._table is None:
+            self._table = _conformed(pq.read_table(self.path)) if self.path.exists() else SCHEMA.empty_table()
+        return self._table
 
-    def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Add rows and persist atomically. Unknown columns are an error, missing ones are null."""
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Add rows and persist atomically. Unknown columns are an error, missing ones are null.
+
+        Returns the new rows as they are stored (every column, values converted to the column's type,
+        missing ones ``None``): what :meth:`records` will return for them."""
         rows = list(rows)
         if not rows:
-            return
+            return []
         for row in rows:
             unknown = set(row) - set(COLUMNS)
             if unknown:
                 raise ValueError(f"unknown result column(s): {sorted(unknown)}")
-        new = _frame_of(rows)
-        current = self._loaded()
-        frame = new if current.empty else pd.concat([current, new], ignore_index=True)
+        new = _table_of(rows)
+        table = pa.concat_tables([self._loaded(), new])
 
         def write(tmp: str) -> None:
-            frame.to_parquet(tmp, index=False)
+            pq.write_table(table, tmp)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
 
         atomic_write(self.path, write)
-        self._frame = frame
+        self._table, self._frame = table, None
         self.writes += 1
+        return new.to_pylist()
 
 
 def make_rows(
@@ -166,33 +183,61 @@ def make_rows(
     return rows
 
 
+def charged_cost(row: Mapping[str, Any]) -> float:
+    """What the budget was charged for one row's epoch: ``cost_s`` plus ``overhead_s`` (on a step's first row;
+    absent in stores written before the column existed). The cost predictor learns these, so model builds,
+    restores and checkpoint writes are not free in its eyes."""
+    overhead = row.get("overhead_s")
+    if overhead is None or overhead is pd.NA or overhead != overhead:  # null, NA or NaN
+        overhead = 0.0
+    return float(row["cost_s"]) + float(overhead)
+
+
 def charged_costs(rows: pd.DataFrame) -> list[float]:
-    """Per row: ``cost_s`` plus ``overhead_s`` (on a step's first row; absent in stores written before the
-    column existed), i.e. what the budget was charged for that epoch. The cost predictor learns these, so
-    model builds, restores and checkpoint writes are not free in its eyes."""
-    cost = rows["cost_s"].astype("float64")
-    if "overhead_s" in rows.columns:
-        cost = cost + rows["overhead_s"].astype("float64").fillna(0.0)
-    return [float(v) for v in cost]
-
-
-def _frame_of(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
-    """``rows`` as a frame with the store's columns and types (missing values null), built column by column:
-    the same frame as ``_typed`` of the untyped one, at a quarter of its cost."""
-    columns = {}
-    for column in COLUMNS:
-        values = [row.get(column) for row in rows]
-        columns[column] = (pd.to_datetime(values, utc=True) if column == "wall_time"
-                           else pd.array(values, dtype=_DTYPES[column]))
-    return pd.DataFrame(columns)
+    """:func:`charged_cost` of every row of a frame of the store."""
+    return [charged_cost(row) for row in rows.to_dict("records")]
 
 
 def _empty_frame() -> pd.DataFrame:
-    return _typed(pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS}))
-
-
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    for column, dtype in _DTYPES.items():
-        frame[column] = frame[column].astype(dtype)
-    frame["wall_time"] = pd.to_datetime(frame["wall_time"], utc=True)
+    """No rows, every column with its pandas dtype: the source of the Arrow schema (and its pandas metadata,
+    so that ``pd.read_parquet`` of the file gives these dtypes back)."""
+    frame = pd.DataFrame({c: pd.Series(dtype=_DTYPES.get(c, "object")) for c in COLUMNS})
+    frame["wall_time"] = pd.Series(dtype="datetime64[ns, UTC]")
     return frame
+
+
+SCHEMA = pa.Schema.from_pandas(_empty_frame(), preserve_index=False)
+
+
+def _table_of(rows: list[Mapping[str, Any]]) -> pa.Table:
+    """``rows`` as an Arrow table of the store's schema (missing columns null)."""
+    columns = {
+        column: [_arrow_value(row.get(column)) for row in rows] for column in COLUMNS
+    }
+    return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def _arrow_value(value: Any) -> Any:
+    """numpy scalars to Python, pandas' missing values to ``None`` (Arrow converts the rest)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _conformed(table: pa.Table) -> pa.Table:
+    """A table read from disk in the store's schema. A store written by an older qtt may lack columns: a
+    hyperparameter that did not exist then was at its default (what a resumed run must see), a metric
+    column that did not exist is null."""
+    for column in COLUMNS:
+        if column not in table.column_names:
+            value = _DEFAULTS.get(column)
+            table = table.append_column(column, pa.array([value] * len(table), SCHEMA.field(column).type))
+    return table.select(list(COLUMNS)).cast(SCHEMA)
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PipelineConfig)
+             if f.default is not dataclasses.MISSING}  # fmt: skip
+
+
+def _to_frame(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas()

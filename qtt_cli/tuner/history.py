@@ -5,8 +5,9 @@ The optimizer decides from :class:`~qtt_cli.optimizer.PipelineState` objects, wh
 row-to-config conversion per pipeline, a few milliseconds each. Regrouping the whole store after every step
 made the tuner's time between two steps grow with the number of pipelines (0.7 s per call at 100
 pipelines on a loaded 2-core machine, and it was called twice per step). A step changes only the
-pipeline it trained, so :class:`History` regroups that pipeline's rows alone; its states are by
-construction those of ``pipeline_states(store.load())`` (a test compares them after every step).
+pipeline it trained, so :class:`History` keeps every pipeline's rows (as plain dicts, the way the store
+typed them) and regroups that pipeline's rows alone; its states are by construction those of
+``pipeline_states(store.load())`` (a test compares them after every step).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from qtt_cli.optimizer import PipelineState, pipeline_states
+from qtt_cli.optimizer import PipelineState, pipeline_state
 from qtt_cli.store import ResultsStore
 
 __all__ = ["History", "recorded_steps"]
@@ -33,9 +34,11 @@ class History:
 
     def __init__(self, store: ResultsStore) -> None:
         self.store = store
-        frame = store.load()
-        self._states = pipeline_states(frame)
-        self._steps = set(frame["step"].dropna().astype(int))
+        self._rows: dict[str, list[dict[str, Any]]] = {}
+        for row in store.records():
+            self._rows.setdefault(str(row["pipeline_id"]), []).append(row)
+        self._states = {pid: pipeline_state(pid, rows) for pid, rows in self._rows.items()}
+        self._steps = {int(row["step"]) for rows in self._rows.values() for row in rows if row["step"] is not None}
 
     @property
     def steps(self) -> int:
@@ -48,10 +51,10 @@ class History:
 
     def record(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Append ``rows`` to the store (one atomic write) and regroup the pipelines they belong to."""
-        rows = list(rows)
-        if not rows:
-            return
-        self.store.append(rows)
-        self._steps.update(int(row["step"]) for row in rows if row.get("step") is not None)
-        for pid in dict.fromkeys(str(row["pipeline_id"]) for row in rows):
-            self._states[pid] = pipeline_states(self.store.rows_of(pid))[pid]
+        stored = self.store.append(rows)  # the rows as the store typed them: what a reload would give
+        for row in stored:
+            self._rows.setdefault(str(row["pipeline_id"]), []).append(row)
+            if row["step"] is not None:
+                self._steps.add(int(row["step"]))
+        for pid in dict.fromkeys(str(row["pipeline_id"]) for row in stored):
+            self._states[pid] = pipeline_state(pid, self._rows[pid])
