@@ -110,3 +110,14 @@ def test_a_store_file_from_before_new_columns_resumes_and_appends(tmp_path):
     assert list(frame.columns) == list(COLUMNS) and frame["epoch"].tolist() == [1, 2]
     assert frame["hvp_views"].tolist() == [1, 1] and frame["overhead_s"].isna().tolist() == [True, False]
     assert pipeline_states(frame)["p0001"].costs == (0.5, 1.5)
+
+
+def test_appends_keep_the_table_in_one_chunk(tmp_path):
+    """Writing a table with a chunk per append grows the time of every write with the run; the store merges
+    the new rows into one chunk per column."""
+    store = ResultsStore(tmp_path)
+    for step in range(5):
+        store.append(make_rows("p0001", SGD, [epoch(step + 1, 10.0)], step=step, status="ok", error=None,
+                               wall_time=NOW))
+    assert {column.num_chunks for column in store._loaded().columns} == {1}
+    assert ResultsStore(tmp_path).load()["epoch"].tolist() == [1, 2, 3, 4, 5]
