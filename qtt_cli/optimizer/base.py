@@ -7,7 +7,6 @@ reconstructed from the results store, so resuming a run is nothing more than rel
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from qtt_cli.space.config import PipelineConfig
-from qtt_cli.store.results import HYPERPARAMETER_COLUMNS, charged_cost
+from qtt_cli.store.results import HYPERPARAMETER_COLUMNS, charged_cost, is_null
 
 # "stopped": the run gave up its checkpoint (``qtt tune --max-checkpoints``), so it cannot be continued.
 # Never written to the store: the tuner marks it from the checkpoint folder, which is the truth on resume.
@@ -180,7 +179,7 @@ def pipeline_state(pipeline_id: str, rows: Iterable[Mapping[str, Any]]) -> Pipel
     regroups the pipeline it just trained after every step, and a pandas group-by and sort per call was a
     good part of its time between two steps."""
     rows = sorted(rows, key=lambda r: (_na_last(r.get("step")), _na_last(r.get("epoch"))))
-    done = [r for r in rows if not _missing(r.get("val_top1"))]
+    done = [r for r in rows if not is_null(r.get("val_top1"))]
     first, last = rows[0], rows[-1]
     # A frame of a store written before a hyperparameter existed may lack its column: its default then.
     config = PipelineConfig.from_dict({c: _plain(first[c]) for c in HYPERPARAMETER_COLUMNS if c in first})
@@ -190,20 +189,13 @@ def pipeline_state(pipeline_id: str, rows: Iterable[Mapping[str, Any]]) -> Pipel
         curve=tuple(float(r["val_top1"]) for r in done),
         costs=tuple(charged_cost(r) for r in done),  # epoch + step overhead: what the cost predictor learns
         status=str(last["status"]),
-        error=None if _missing(last.get("error")) else str(last["error"]),
-        failed_steps=len({int(r["step"]) for r in rows if r["status"] == "failed" and not _missing(r.get("step"))}),
+        error=None if is_null(last.get("error")) else str(last["error"]),
+        failed_steps=len({int(r["step"]) for r in rows if r["status"] == "failed" and not is_null(r.get("step"))}),
     )
 
 
-def _missing(value: Any) -> bool:
-    """None, pandas' NA/NaT or a float NaN (how a null reads from a frame of the store)."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
 def _na_last(value: Any) -> tuple[bool, Any]:
-    return (True, 0) if _missing(value) else (False, value)
+    return (True, 0) if is_null(value) else (False, value)
 
 
 def _plain(value):

@@ -15,6 +15,7 @@ only the new rows, and never re-reads the file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from qtt_cli.space.config import PipelineConfig
@@ -81,10 +81,11 @@ class ResultsStore:
     """Append-only table of epoch results of one run directory.
 
     The rows live in memory as an Arrow table, which is what is written: an append converts only its new
-    rows (``pa.Table.from_pylist`` with the store's schema) and writes the table with ``pyarrow.parquet``.
+    rows (``pa.Table.from_pydict`` with the store's schema) and writes the table with ``pyarrow.parquet``.
     Going through pandas on every write (``DataFrame.to_parquet``, which converts the whole frame column by
     column and types the new rows) was most of the tuner's time between two steps. The pandas view that
-    readers use is built from the table only when asked for (:meth:`load`, :meth:`rows_of`).
+    readers use is built from the table only when asked for (:meth:`load`); the tuner reads
+    :meth:`records`.
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -97,17 +98,12 @@ class ResultsStore:
         """All rows recorded so far (an empty frame with the right columns for a new run); a copy, which
         the caller may change."""
         if self._frame is None:
-            self._frame = _to_frame(self._loaded())
+            self._frame = self._loaded().to_pandas()
         return self._frame.copy()
 
     def records(self) -> list[dict[str, Any]]:
         """All rows as plain Python dicts (missing values ``None``), without building a pandas frame."""
         return self._loaded().to_pylist()
-
-    def rows_of(self, pipeline_id: str) -> pd.DataFrame:
-        """The rows of one pipeline (a copy), without converting the rest of the store."""
-        table = self._loaded()
-        return _to_frame(table.filter(pc.equal(table["pipeline_id"], pipeline_id)))
 
     def _loaded(self) -> pa.Table:
         if self._table is None:
@@ -190,9 +186,15 @@ def charged_cost(row: Mapping[str, Any]) -> float:
     absent in stores written before the column existed). The cost predictor learns these, so model builds,
     restores and checkpoint writes are not free in its eyes."""
     overhead = row.get("overhead_s")
-    if overhead is None or overhead is pd.NA or overhead != overhead:  # null, NA or NaN
-        overhead = 0.0
-    return float(row["cost_s"]) + float(overhead)
+    return float(row["cost_s"]) + (0.0 if is_null(overhead) else float(overhead))
+
+
+def is_null(value: Any) -> bool:
+    """A missing value of the store however it is read: ``None`` (Arrow rows), pandas' NA/NaT, or a float NaN
+    (a null of a float column of a frame)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
 
 
 def charged_costs(rows: pd.DataFrame) -> list[float]:
@@ -220,8 +222,8 @@ def _table_of(rows: list[Mapping[str, Any]]) -> pa.Table:
 
 
 def _arrow_value(value: Any) -> Any:
-    """numpy scalars to Python, pandas' missing values to ``None`` (Arrow converts the rest)."""
-    if value is None or value is pd.NA or value is pd.NaT:
+    """numpy scalars to Python, missing values to ``None`` (Arrow converts the rest)."""
+    if is_null(value):
         return None
     return value.item() if isinstance(value, np.generic) else value
 
@@ -239,7 +241,3 @@ def _conformed(table: pa.Table) -> pa.Table:
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(PipelineConfig)
              if f.default is not dataclasses.MISSING}  # fmt: skip
-
-
-def _to_frame(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas()
