@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from qtt_cli.cli.app import app
 from qtt_cli.store import RunDir
-from qtt_cli.store.rundir import MARKER_FILE
+from qtt_cli.store.rundir import LOCK_FILE, MARKER_FILE
 
 runner = CliRunner()
 
@@ -54,6 +54,35 @@ def test_leaderboard_and_export_refuse_a_foreign_run_json(tmp_path):
         result = cli(*args)
         assert result.exit_code == 2, (args, result.output)
         assert "run.json" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_foreign_run_json_is_refused_by_resume_and_by_tune(tmp_path, digits_dir, one_hub):
+    """The two commands that raised KeyError: 'settings' on a folder whose run.json is someone else's."""
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"experiment": "x"}))
+    (out / "thesis.tex").write_text("\\section{Results}")
+    for args in (["resume", str(out)], tune_args(digits_dir, out, one_hub, "--max-steps", "1")):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "run.json" in result.stderr and "Traceback" not in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["run.json", "thesis.tex"]
+
+
+def test_overwrite_never_deletes_an_unmarked_folder_even_if_it_looks_like_an_old_run(
+    tmp_path, digits_dir, one_hub
+):
+    """A run.json with qtt's keys and a cache/ folder can be resumed as a run from before the marker, but
+    only qtt's marker proves the folder is qtt's alone: --overwrite refuses it and deletes nothing."""
+    out = tmp_path / "old"
+    (out / "cache").mkdir(parents=True)
+    (out / "run.json").write_text(json.dumps({"qtt_version": "0.1", "settings": {}, "classes": ["a"]}))
+    (out / "thesis.tex").write_text("\\section{Results}")
+    result = cli(*tune_args(digits_dir, out, one_hub, "--overwrite", "--max-steps", "1"))
+    assert result.exit_code == 2, result.output
+    assert "marker" in result.stderr and "Traceback" not in result.output
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.name != LOCK_FILE)  # lock: taken to look
+    assert left == ["cache", "run.json", "thesis.tex"]
 
 
 def test_overwrite_of_a_qtt_run_starts_over(tmp_path, digits_dir, one_hub):

@@ -172,8 +172,14 @@ class RunDir:
         """
         self.check_usable(overwrite=overwrite)
         if overwrite and self.root.exists() and _has_content(self.root):
-            if not self.is_qtt_run():  # check_usable refused already; never delete what is not ours
-                raise RunDirError(f"{self.root} is not a qtt run; refusing to delete it")
+            if not self.is_marked():
+                # A run from before the marker can be resumed, but only the marker proves that everything
+                # in the folder is qtt's: a user's files beside an old run.json must never be deleted.
+                raise RunDirError(
+                    f"{self.root} has no qtt run marker (a run made before qtt marked its folders, or not "
+                    "qtt's); refusing to delete it. Resume it without --overwrite, remove it yourself, or "
+                    "choose another --out."
+                )
             for child in self.root.iterdir():
                 if child.name == LOCK_FILE:
                     continue
