@@ -43,8 +43,8 @@ third of this tiny backbone's step at 32 px (still 1.33x at 64 px). Validation t
 8 epochs, seeds 0-2: plain 82.9 +- 3.1, SPG 63.1 +- 15.2, HVP 10.0 +- 0.0 (HVP N=4 collapses to chance from
 random weights: its hardest of four random-resized crops of a 32 px digit is often an uninformative patch; N=2
 reached 71 % and N=4 with hvp_every=4 81 % on seed 0). Pretrained EfficientNet-Lite0 (``--weights``, 320 train
-images, 5 epochs, lr 1e-3, 2 seeds): plain 44.4, SPG 35.6, HVP 36.9. Neither method helped in these small,
-low-resolution, few-epoch settings.
+images, 5 epochs, lr 1e-3, 2 seeds, before the two guards): plain 44.4, SPG 35.6, HVP 36.9. The current
+pretrained figures (``--pretrained``, 64 px, seeds 0-2, guards on) are in the README's "SPG and HVP".
 """
 
 from __future__ import annotations
