@@ -56,6 +56,9 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(sig, tmp_path, di
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130), stderr
+    # Ctrl-C and SIGTERM still leave the run report of what was done (kill -9 cannot)
+    report = out / "report" / "index.html"
+    assert report.exists() == (sig != signal.SIGKILL), stderr
 
     before = RunDir(out).store.load()
     steps_before = RunDir(out).read_state().steps
