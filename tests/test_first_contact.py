@@ -184,15 +184,24 @@ def test_a_read_only_run_directory_is_bad_input(finished_run, tmp_path, digits_s
 # ---------------------------------------------------------------- 11. the rest of the list
 
 
-def test_valid_folder_is_the_validation_split(tmp_path, digits_split_dir, one_hub):
+@pytest.mark.parametrize("name", ["valid", "validation"])
+def test_valid_folder_is_the_validation_split(name, tmp_path, digits_split_dir, one_hub):
     data = tmp_path / "data"
     shutil.copytree(digits_split_dir, data)
-    (data / "val").rename(data / "valid")
+    (data / "val").rename(data / name)
     out = tmp_path / "run"
     assert runner.invoke(app, tune_args(data, out, one_hub, "--max-steps", "1")).exit_code == 0
     info = RunDir(out).read_run()
-    assert info["splits"]["val"] == len(list((data / "valid").rglob("*.png")))
+    assert info["splits"]["val"] == len(list((data / name).rglob("*.png")))
     assert info["splits"]["train"] == len(list((data / "train").rglob("*.png")))
+
+
+def test_two_validation_folders_are_bad_input(tmp_path, digits_split_dir, one_hub):
+    data = tmp_path / "data"
+    shutil.copytree(digits_split_dir, data)
+    shutil.copytree(data / "val", data / "valid")
+    result = runner.invoke(app, tune_args(data, tmp_path / "run", one_hub, "--max-steps", "1"))
+    assert result.exit_code == 2 and "keep one" in result.stderr, result.output
 
 
 def test_predict_reports_an_unreadable_image_and_classifies_the_rest(finished_run, tmp_path, digits_split_dir):
