@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from qtt_cli.cli.app import app
 from qtt_cli.store import RunDir
-from qtt_cli.store.rundir import LOCK_FILE, MARKER_FILE
+from qtt_cli.store.rundir import MARKER_FILE
 
 runner = CliRunner()
 
@@ -81,8 +81,7 @@ def test_overwrite_never_deletes_an_unmarked_folder_even_if_it_looks_like_an_old
     result = cli(*tune_args(digits_dir, out, one_hub, "--overwrite", "--max-steps", "1"))
     assert result.exit_code == 2, result.output
     assert "marker" in result.stderr and "Traceback" not in result.output
-    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.name != LOCK_FILE)  # lock: taken to look
-    assert left == ["cache", "run.json", "thesis.tex"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["cache", "run.json", "thesis.tex"]
 
 
 def test_overwrite_of_a_qtt_run_starts_over(tmp_path, digits_dir, one_hub):

@@ -154,6 +154,13 @@ class RunDir:
                 else "is not empty and is not a qtt run directory"
             )
             raise RunDirError(f"{self.root} {found}; refusing to {action}. Choose another --out.")
+        if overwrite and self.root.exists() and _has_content(self.root) and not self.is_marked():
+            # A run from before the marker can be resumed, but only the marker proves that everything in the
+            # folder is qtt's: a user's files beside an old run.json must never be deleted.
+            raise RunDirError(
+                f"{self.root} has no qtt run marker (a run made before qtt marked its folders); refusing to "
+                "delete it. Resume it without --overwrite, remove it yourself, or choose another --out."
+            )
 
     def mark(self) -> None:
         """Write qtt's marker into an empty (or already qtt's) folder; call with the run lock held."""
@@ -172,14 +179,6 @@ class RunDir:
         """
         self.check_usable(overwrite=overwrite)
         if overwrite and self.root.exists() and _has_content(self.root):
-            if not self.is_marked():
-                # A run from before the marker can be resumed, but only the marker proves that everything
-                # in the folder is qtt's: a user's files beside an old run.json must never be deleted.
-                raise RunDirError(
-                    f"{self.root} has no qtt run marker (a run made before qtt marked its folders, or not "
-                    "qtt's); refusing to delete it. Resume it without --overwrite, remove it yourself, or "
-                    "choose another --out."
-                )
             for child in self.root.iterdir():
                 if child.name == LOCK_FILE:
                     continue
