@@ -36,7 +36,7 @@ class FakeSurrogate:
         self.log.append(("copy",))
         return FakeSurrogate(self.means, self.epoch_costs, self.default_mean, self.std, self.log)
 
-    def fit(self, curvesets: Sequence, *, steps: int, lr: float = 1e-3, seed: int = 0) -> dict:
+    def fit(self, curvesets: Sequence, *, steps: int, lr: float = 1e-3, seed: int = 0, noise_lr=None) -> dict:
         self.log.append(("fit", steps, sum(cs.num_observations for cs in curvesets)))
         return {"steps": steps}
 

@@ -127,6 +127,31 @@ def test_refit_schedule_full_fits_then_refinements_then_reset_after_a_stall():
     assert surrogate.log[-2:] == [("copy",), ("fit", 7, 5)]
 
 
+@pytest.mark.parametrize(("schedule", "priors", "expected"), [
+    (FitSchedule(), True, 1e-2),  # refits at 1e-4 from the priors; the noise learns 100x faster
+    (FitSchedule(), False, 1e-2),
+    (FitSchedule(noise_lr=None), True, None),  # the ablation: the noise moves at the refit's rate
+    (FitSchedule(noise_lr=1e-5), False, 1e-3),  # never slower than the other weights (1e-3 from scratch)
+])  # fmt: skip
+def test_every_refit_lets_the_observation_noise_learn_at_its_own_rate(schedule, priors, expected):
+    seen = []
+
+    class Recording(FakeSurrogate):
+        def fit(self, curvesets, *, steps, lr=1e-3, seed=0, noise_lr=None):
+            seen.append((lr, noise_lr))
+            return super().fit(curvesets, steps=steps, lr=lr, seed=seed)
+
+        def copy(self):
+            return self
+
+    surrogate = Recording(std=1.0)
+    opt = QuickTune.for_recorded(recorded(), delta_t=1, priors=surrogate if priors else None, schedule=schedule,
+                                 new_surrogate=lambda columns, seed: surrogate)  # fmt: skip
+    opt.ask({"d": state("d", [10.0])})
+    opt.ask({"d": state("d", [10.0, 20.0])})
+    assert seen == [(1e-4 if priors else 1e-3, expected)] * 2
+
+
 @pytest.mark.parametrize("with_priors", [True, False])
 def test_the_first_pipeline_is_random_and_without_priors_the_surrogate_is_fresh(with_priors):
     built = []

@@ -366,3 +366,31 @@ def test_meta_training_stores_the_fidelity_scale_of_its_data(synthetic, tmp_path
     assert surrogate.layout.fidelity_scale == synthetic[0].max_epochs == 8
     surrogate.save(tmp_path)
     assert Surrogate.load(tmp_path).layout.fidelity_scale == 8
+
+
+def test_a_search_refit_lets_the_observation_noise_follow_the_runs_own_curves(synthetic):
+    """Priors learnt where accuracy jitters by 6 points (the shipped priors' noise); a run whose curves jitter by
+    0.2 point. At the search's refit rate (1e-4) the noise stays the priors'; with ``noise_lr`` it falls toward
+    the run's, and so does the latent spread of a plateaued pipeline's next epoch (the spread that, divided by
+    a small cost, kept plateaus running)."""
+    priors = Surrogate.new(synthetic[0].features.columns, seed=0)
+    priors.fit(synthetic[:3], steps=20)
+    priors.nets.likelihood.noise = torch.tensor(0.06**2)
+    rng = np.random.default_rng(0)
+    configs = sample_configs(build_space(TINY.names), 8, seed=5)
+    curves = [np.clip(60 + 10 * (i % 3) + rng.normal(0, 0.2, 12), 0, 100) for i in range(len(configs))]
+    costs = [np.full(12, 3.0) for _ in configs]
+    run = build_curveset("run", configs, curves, costs, [1000, 10, 64, 3], 50, model_names_map=TINY.table_names,
+                         model_column_names=TINY_MODELS)  # fmt: skip
+
+    def after_refit(**kwargs) -> tuple[float, float]:
+        model = priors.copy()
+        model.fit([run], steps=100, lr=1e-4, seed=0, **kwargs)
+        latent = model.predict(run, np.array([0]), np.array([13]), np.array([12]))
+        return float(model.nets.likelihood.noise.detach().sqrt()) * 100, float(latent.std[0])
+
+    slow_noise, slow_std = after_refit()
+    fast_noise, fast_std = after_refit(noise_lr=1e-2)
+    assert slow_noise > 5.5
+    assert fast_noise < 0.7 * slow_noise
+    assert fast_std < slow_std

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -48,14 +48,26 @@ OPTIMIZERS: dict[str, tuple[str, bool]] = {
     "quicktune-no-meta": ("QT −M (no meta-learning)", False),
     "quicktune": ("Quick-Tune", True),
     "quicktune-cooled": ("Quick-Tune + cost cooling", True),
+    "quicktune-prior-noise": ("Quick-Tune, priors' noise", True),
 }
-# Quick-Tune variants: name -> (meta-learned priors, cost-aware, cost cooling)
-_VARIANTS: dict[str, tuple[bool, bool, bool]] = {
-    "dyhpo": (False, False, False),
-    "quicktune-no-cost": (True, False, False),
-    "quicktune-no-meta": (False, True, False),
-    "quicktune": (True, True, False),
-    "quicktune-cooled": (True, True, True),
+
+
+class _Variant(NamedTuple):
+    """A Quick-Tune variant: which of its parts are on (the ablations of the paper, and of this project)."""
+
+    meta: bool  # meta-learned priors
+    cost: bool  # EI per predicted second (else plain EI)
+    cooling: bool = False  # cost cooling (planned with the budget)
+    run_noise: bool = True  # the GP's noise follows the run (FitSchedule.noise_lr); False: the priors' noise
+
+
+_VARIANTS: dict[str, _Variant] = {
+    "dyhpo": _Variant(meta=False, cost=False),
+    "quicktune-no-cost": _Variant(meta=True, cost=False),
+    "quicktune-no-meta": _Variant(meta=False, cost=True),
+    "quicktune": _Variant(meta=True, cost=True),
+    "quicktune-cooled": _Variant(meta=True, cost=True, cooling=True),
+    "quicktune-prior-noise": _Variant(meta=True, cost=True, run_noise=False),
 }
 
 RESULTS_FILE = "results.csv"
@@ -163,24 +175,25 @@ def make_optimizer(name: str, curveset: CurveSet, *, priors: Any, seed: int, del
         return SuccessiveHalving(
             recorded_configs(curveset), max_epochs=curveset.max_epochs, delta_t=delta_t, eta=3, seed=seed
         )
-    from qtt_cli.optimizer import AcquisitionSettings
+    from qtt_cli.optimizer import AcquisitionSettings, FitSchedule
 
     if name not in _VARIANTS:
         raise ValueError(f"unknown optimizer {name!r}")
-    use_meta, use_cost, cooling = _VARIANTS[name]
-    if use_meta and priors is None:
+    variant = _VARIANTS[name]
+    if variant.meta and priors is None:
         raise ValueError(f"{name} needs meta-learned priors")
-    acquisition = AcquisitionSettings(cost_cooling=cooling, skip_unaffordable=cooling)
+    acquisition = AcquisitionSettings(cost_cooling=variant.cooling, skip_unaffordable=variant.cooling)
+    schedule = FitSchedule() if variant.run_noise else FitSchedule(noise_lr=None)
     return QuickTune.for_recorded(
-        curveset, delta_t=delta_t, priors=priors if use_meta else None, use_cost=use_cost, seed=seed,
-        acquisition=acquisition,
+        curveset, delta_t=delta_t, priors=priors if variant.meta else None, use_cost=variant.cost, seed=seed,
+        acquisition=acquisition, schedule=schedule,
     )
 
 
 def plans_with_budget(name: str) -> bool:
     """Whether optimizer ``name`` runs once per budget (see the module docstring)."""
-    use_meta, use_cost, cooling = _VARIANTS.get(name, (False, False, False))
-    return use_cost and cooling
+    variant = _VARIANTS.get(name)
+    return variant is not None and variant.cost and variant.cooling
 
 
 def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None] | None = None) -> BenchResult:

@@ -64,7 +64,10 @@ class SurrogateLike(Protocol):
 
     def copy(self) -> SurrogateLike: ...
 
-    def fit(self, curvesets: Sequence[CurveSet], *, steps: int, lr: float = ..., seed: int = ...) -> dict: ...
+    def fit(
+        self, curvesets: Sequence[CurveSet], *, steps: int, lr: float = ..., seed: int = ...,
+        noise_lr: float | None = ...,
+    ) -> dict: ...
 
     def predict(
         self, curveset: CurveSet, rows: np.ndarray, target_epochs: np.ndarray, from_epochs: np.ndarray
@@ -78,6 +81,12 @@ class FitSchedule:
     ``lr`` None: 1e-4 from meta-learned priors (the paper's BO-step rate: adapt without forgetting the
     priors), 1e-3 from scratch (DyHPO's rate: there is nothing to forget). ``stall_patience`` None:
     ``1.2 · max_epochs / Δt`` asks, DyHPO's threshold.
+
+    ``noise_lr``: the rate at which the GP's observation noise follows the run's own data (None: ``lr``).
+    The priors' noise is the meta-dataset's average, about 6 points of accuracy; one run's curves jitter
+    far less (a large validation set: tenths of a point). Kept at the priors' value, that noise leaves every
+    continued pipeline a latent spread of a point or more even after dozens of flat epochs, and the
+    expected improvement made of that spread, divided by a small cost, kept a plateaued pipeline running.
     """
 
     full_refits: int = 10
@@ -86,6 +95,7 @@ class FitSchedule:
     refit_fraction: float = 0.25
     stall_patience: int | None = None
     lr: float | None = None
+    noise_lr: float | None = 1e-2
 
 
 @dataclass(frozen=True)
@@ -318,16 +328,17 @@ class QuickTune(Optimizer):
         stalled = self._since_best >= patience
 
         lr = s.lr if s.lr is not None else (1e-4 if self.use_meta else 1e-3)
+        noise_lr = None if s.noise_lr is None else max(lr, s.noise_lr)
         observed = curveset.subset(np.flatnonzero(curveset.lengths > 0))
         fit_seed = self.seed * 100_003 + n
         if self._model is None or self._full_fits < s.full_refits or stalled:
             self._model = self._start.copy()
-            self.last_fit = self._model.fit([observed], steps=s.full_steps, lr=lr, seed=fit_seed)
+            self.last_fit = self._model.fit([observed], steps=s.full_steps, lr=lr, seed=fit_seed, noise_lr=noise_lr)
             self._full_fits += 1
             self._since_best = 0 if stalled else self._since_best
             self._fitted_n = n
         elif n - self._fitted_n >= max(1, math.ceil(s.refit_fraction * self._fitted_n)):
-            self.last_fit = self._model.fit([observed], steps=s.refine_steps, lr=lr, seed=fit_seed)
+            self.last_fit = self._model.fit([observed], steps=s.refine_steps, lr=lr, seed=fit_seed, noise_lr=noise_lr)
             self._fitted_n = n
         return self._model
 

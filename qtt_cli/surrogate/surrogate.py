@@ -199,20 +199,26 @@ class Surrogate:
 
     def fit(
         self, curvesets: Sequence[CurveSet], *, steps: int, lr: float = 1e-3, seed: int = 0,
-        batch_size: int | None = None,
+        batch_size: int | None = None, noise_lr: float | None = None,
     ) -> dict:  # fmt: skip
         """Train on every observed (configuration, epoch t) of ``curvesets`` for ``steps`` Adam steps.
 
         Each step picks one curve set and a batch of at most ``batch_size`` of its observations (all of them
         when fewer), conditions the GP on it and descends −mll + the cost MSE, as in Algorithm 2. An
         untrained surrogate first takes the mean accuracy and the cost scale from the data.
+
+        ``noise_lr``: learning rate of the GP's observation noise (default ``lr``). A search refits the
+        meta-learned priors at a small ``lr`` so as not to forget them, but the noise is a property of the
+        one dataset being searched (its validation-set size, how much its accuracy jitters from epoch to
+        epoch), which the priors only know as an average over the meta-dataset (about 6 points); a faster
+        rate lets the run's own observations set it.
         """
         obs = [observations(cs, self.layout, self.scaler) for cs in curvesets if cs.num_observations]
         if not obs or steps < 1:
             return {"steps": 0, "loss": None}
         if not self.info.get("trained_steps"):
             self._initialise_from(obs)
-        trainer = _Trainer(self, lr)
+        trainer = _Trainer(self, lr, noise_lr)
         rng = np.random.default_rng(seed)
         batch = int(batch_size or self.hyper["batch_size"])
         losses = []
@@ -426,16 +432,19 @@ class _Trainer:
 
     METHOD_LR = 1e-2
 
-    def __init__(self, surrogate: Surrogate, lr: float) -> None:
+    def __init__(self, surrogate: Surrogate, lr: float, noise_lr: float | None = None) -> None:
         self.surrogate = surrogate
         self.nets = surrogate.nets
         self.mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.nets.likelihood, self.nets.gp)
-        named = list(self.nets.named_parameters())
+        noise = list(self.nets.likelihood.parameters())
+        taken = {id(p) for p in noise}
+        named = [(name, p) for name, p in self.nets.named_parameters() if id(p) not in taken]
         methods = [p for name, p in named if name.endswith("method_embedding")]
         others = [p for name, p in named if not name.endswith("method_embedding")]
         self.optimizer = torch.optim.Adam(
-            [{"params": others}, {"params": methods, "lr": max(lr, self.METHOD_LR)}], lr=lr
-        )
+            [{"params": others}, {"params": methods, "lr": max(lr, self.METHOD_LR)},
+             {"params": noise, "lr": lr if noise_lr is None else noise_lr}], lr=lr
+        )  # fmt: skip
 
     def step(self, obs: Observations, idx: np.ndarray) -> float:
         """One Adam step on a batch (call inside ``_gp_settings()``)."""
@@ -469,6 +478,9 @@ def _gp_settings() -> Iterator[None]:
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("ignore", gpytorch.utils.warnings.GPInputWarning)
+            # A run's own small noise (Surrogate.fit's noise_lr) can make a latent variance round below zero
+            # at an observed point; gpytorch clamps it to 1e-6 and predict clamps again: nothing to report.
+            warnings.simplefilter("ignore", gpytorch.utils.warnings.NumericalWarning)
             yield
     finally:
         torch.set_num_threads(threads)
