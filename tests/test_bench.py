@@ -289,3 +289,15 @@ def test_the_bench_page_shows_differences_to_quick_tune_only_and_bolds_the_lowes
     assert "<td><b>0.250</b></td>" in page and "<td>0.500</td>" in page
     paired = page[page.index('id="paired"'):]
     assert "+0.250 ± 0.050" in paired and "-0.500" not in paired
+
+
+def test_the_run_noise_ablation_differs_from_quick_tune_only_in_the_noise_rate():
+    from qtt_cli.bench.runner import RUN_NOISE_LR, make_optimizer
+
+    cs = build_curveset("d", [PipelineConfig(model="dla46x_c", lr=lr) for lr in (1e-4, 1e-3)],
+                        [np.linspace(10, 40, 3)] * 2, [np.ones(3)] * 2, [1000, 10, 128, 3], 3)  # fmt: skip
+    plain = make_optimizer("quicktune", cs, priors=object(), seed=0, delta_t=1)
+    ablation = make_optimizer("quicktune-run-noise", cs, priors=object(), seed=0, delta_t=1)
+    assert plain.schedule.noise_lr is None
+    assert ablation.schedule.noise_lr == RUN_NOISE_LR
+    assert (ablation.use_cost, ablation.use_meta, ablation.acquisition) == (True, True, plain.acquisition)

@@ -82,11 +82,12 @@ class FitSchedule:
     priors), 1e-3 from scratch (DyHPO's rate: there is nothing to forget). ``stall_patience`` None:
     ``1.2 · max_epochs / Δt`` asks, DyHPO's threshold.
 
-    ``noise_lr``: the rate at which the GP's observation noise follows the run's own data (None: ``lr``).
-    The priors' noise is the meta-dataset's average, about 6 points of accuracy; one run's curves jitter
-    far less (a large validation set: tenths of a point). Kept at the priors' value, that noise leaves every
-    continued pipeline a latent spread of a point or more even after dozens of flat epochs, and the
-    expected improvement made of that spread, divided by a small cost, kept a plateaued pipeline running.
+    ``noise_lr``: a separate, faster rate for the GP's observation noise, so that it follows the run's own
+    data (None: ``lr``, the noise stays near the priors', the meta-dataset's average of about 6 points).
+    Measured as the bench ablation ``quicktune-run-noise`` (1e-2; README "Replay benchmark"): it stops
+    plateaued pipelines from running on a latent spread made of the priors' noise, and gains at 4 h and
+    16 h, but it also makes two flat early epochs of a slow starter look conclusive, drops such pipelines
+    and loses at 1 h by more than it gains later; so it is off by default.
     """
 
     full_refits: int = 10
@@ -95,7 +96,7 @@ class FitSchedule:
     refit_fraction: float = 0.25
     stall_patience: int | None = None
     lr: float | None = None
-    noise_lr: float | None = 1e-2
+    noise_lr: float | None = None
 
 
 @dataclass(frozen=True)
