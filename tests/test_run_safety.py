@@ -93,6 +93,21 @@ def test_overwrite_of_a_qtt_run_starts_over(tmp_path, digits_dir, one_hub):
     assert len(RunDir(out).store.load()) == 1 and (out / MARKER_FILE).is_file()
 
 
+def test_a_run_made_by_a_newer_qtt_is_refused_not_misread(tmp_path, digits_dir, one_hub):
+    out = tmp_path / "run"
+    assert cli(*tune_args(digits_dir, out, one_hub, "--max-steps", "1")).exit_code == 0
+    marker = json.loads((out / MARKER_FILE).read_text())
+    (out / MARKER_FILE).write_text(json.dumps({**marker, "format_version": marker["format_version"] + 1,
+                                               "qtt_version": "99.0"}))  # fmt: skip
+    rows = len(RunDir(out).store.load())
+    for args in (["resume", str(out)], ["leaderboard", str(out)], ["export-best", str(out), "--out",
+                 str(tmp_path / "e")], tune_args(digits_dir, out, one_hub, "--max-steps", "2")):  # fmt: skip
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "newer qtt (99.0" in result.stderr and "Traceback" not in result.output
+    assert len(RunDir(out).store.load()) == rows and not (tmp_path / "e").exists()
+
+
 # ---------------------------------------------------------------- 2. a half-made first run is resumable
 
 

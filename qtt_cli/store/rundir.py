@@ -120,6 +120,23 @@ class RunDir:
             return False
         return isinstance(marker, dict) and marker.get("format") == MARKER_FORMAT
 
+    def _check_format_version(self) -> None:
+        """A run written by a newer qtt may keep its state in ways this one would misread: refuse it rather
+        than resume, rank or export it wrongly."""
+        try:
+            marker = json.loads(self.marker_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return
+        version = marker.get("format_version") if isinstance(marker, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > MARKER_VERSION:
+            from qtt_cli import __version__
+
+            raise RunDirError(
+                f"{self.root} was made by a newer qtt ({marker.get('qtt_version', '?')}, run format {version}; "
+                f"this qtt {__version__} reads format {MARKER_VERSION}). Upgrade qtt "
+                "(`pip install -U qtt-cli`) to use it, or choose another --out."
+            )
+
     def _is_legacy_run(self) -> bool:
         """A run made before the marker existed: a run.json with qtt's own keys and types."""
         try:
@@ -205,6 +222,7 @@ class RunDir:
         remedy = ("It was not written by a complete `qtt tune`; rerun `qtt tune DATASET --out "
                   f"{self.root} --overwrite` to start over, or choose another directory.")
         info = read_json_file(self.run_file, "the run's settings", remedy)
+        self._check_format_version()
         if not self.is_qtt_run():
             raise RunDirError(f"{self.run_file} was not written by qtt (no qtt run marker in {self.root}). "
                               "Choose a run directory made by `qtt tune`.")
