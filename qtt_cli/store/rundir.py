@@ -112,22 +112,23 @@ class RunDir:
     def store(self) -> ResultsStore:
         return ResultsStore(self.root)
 
-    def is_marked(self) -> bool:
-        """Whether qtt's own marker (format and version) is in the folder."""
+    def _marker(self) -> dict[str, Any] | None:
+        """qtt's marker, or None when the folder has no readable one."""
         try:
             marker = json.loads(self.marker_file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return False
-        return isinstance(marker, dict) and marker.get("format") == MARKER_FORMAT
+            return None
+        return marker if isinstance(marker, dict) and marker.get("format") == MARKER_FORMAT else None
+
+    def is_marked(self) -> bool:
+        """Whether qtt's own marker (format and version) is in the folder."""
+        return self._marker() is not None
 
     def _check_format_version(self) -> None:
         """A run written by a newer qtt may keep its state in ways this one would misread: refuse it rather
         than resume, rank or export it wrongly."""
-        try:
-            marker = json.loads(self.marker_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return
-        version = marker.get("format_version") if isinstance(marker, dict) else None
+        marker = self._marker() or {}
+        version = marker.get("format_version")
         if isinstance(version, int) and not isinstance(version, bool) and version > MARKER_VERSION:
             from qtt_cli import __version__
 
