@@ -124,4 +124,3 @@ def test_devices_auto_runs_a_pinned_worker_per_gpu(digits_split_dir, tmp_path):
         assert f"worker gpu{index} " in log, log
     rows = pd.read_parquet(out / "results.parquet")
     assert (rows["status"] == "ok").any(), rows[["pipeline_id", "status", "error"]]
-
