@@ -266,6 +266,28 @@ def test_preprocessing_from_pretrained_cfg_and_capped():
     assert preprocessing_for(model, 1024).input_size == 256
 
 
+@pytest.mark.parametrize("hub", ["quicktune", "tiny"])
+def test_every_built_in_hub_model_gets_a_preprocessing_whose_eval_transform_works(hub):
+    """From timm's own data config of each model, without building it: VOLO's crop_pct of 1.15 was refused, so
+    every volo_d4/d5 pipeline of the quicktune hub failed before its first batch."""
+    import numpy as np
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    from qtt_cli.data.transforms import eval_transform
+    from qtt_cli.hub import preprocessing_of_config
+
+    image = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    for spec in load_hub(hub).models:
+        cfg = get_pretrained_cfg(spec.name)
+        config = resolve_data_config(pretrained_cfg=cfg.to_dict())
+        for cap in (None, 32):
+            pre = preprocessing_of_config(config, bool(cfg.fixed_input_size), cap)
+            assert pre.crop_pct == config["crop_pct"], spec.name
+            assert pre.input_size == (32 if cap and not cfg.fixed_input_size else max(config["input_size"][-2:]))
+            assert tuple(eval_transform(pre)(image).shape) == (3, pre.input_size, pre.input_size), spec.name
+
+
 def test_preprocessing_json_round_trip():
     import json
 

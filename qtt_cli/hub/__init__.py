@@ -3,7 +3,7 @@
 Importing this package is cheap: torch and timm are imported by the functions that need them.
 """
 
-from ._models import Preprocessing, create_model, preprocessing_for
+from ._models import Preprocessing, create_model, preprocessing_for, preprocessing_of_config
 from ._registry import Hub, HubError, ModelSpec, builtin_hubs, describe_hub, load_hub, parse_hub_file
 from ._weights import (
     Weights,
@@ -29,4 +29,5 @@ __all__ = [
     "parse_hub_file",
     "parse_weights",
     "preprocessing_for",
+    "preprocessing_of_config",
 ]

@@ -71,8 +71,9 @@ class Preprocessing:
             raise ValueError(f"input_size must be >= 1, got {self.input_size}")
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise ValueError(f"mean/std must have equal length and std > 0, got {self.mean}, {self.std}")
-        if not 0.0 < self.crop_pct <= 1.0 or math.isnan(self.crop_pct):
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        # above 1 is legitimate: timm's VOLO configs use 1.15 (resize below the input size, pad the centre crop)
+        if not 0.0 < self.crop_pct < math.inf:
+            raise ValueError(f"crop_pct must be a positive number, got {self.crop_pct}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,9 +101,13 @@ def preprocessing_for(model: nn.Module, max_input_size: int | None) -> Preproces
     """
     from timm.data import resolve_model_data_config
 
-    cfg = resolve_model_data_config(model)
-    side = int(max(cfg["input_size"][-2:]))
     fixed = bool(getattr(model, "pretrained_cfg", {}).get("fixed_input_size", False))
+    return preprocessing_of_config(resolve_model_data_config(model), fixed, max_input_size)
+
+
+def preprocessing_of_config(cfg: Mapping[str, Any], fixed: bool, max_input_size: int | None) -> Preprocessing:
+    """``preprocessing_for`` from timm's data config of a model (no model needed: a hub can be checked cheaply)."""
+    side = int(max(cfg["input_size"][-2:]))
     if max_input_size is not None and not fixed:
         if max_input_size < 1:
             raise ValueError(f"max_input_size must be >= 1, got {max_input_size}")
