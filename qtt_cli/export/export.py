@@ -252,17 +252,81 @@ def _onnx(trained: TrainedModel, out: Path) -> str:
     return "model.onnx"
 
 
-def export_onnx(model: torch.nn.Module, side: int, path: Path) -> None:
-    """``model`` as ONNX with a dynamic batch dimension (input ``images``, output ``logits``)."""
+def export_onnx(model: torch.nn.Module, side: int, path: Path) -> str:
+    """``model`` as ONNX with a dynamic batch dimension (input ``images``, output ``logits``); returns the exporter
+    that wrote it.
+
+    torch.export is tried first. It cannot yet take some timm models with a symbolic batch (BEiT's attention
+    reshapes a transposed tensor, which its decomposition turns into an impossible view), so those fall back to
+    torch's TorchScript exporter, which traces the batch dimension instead. Where onnxruntime is installed, the
+    graph is then run at two batch sizes against the model itself: an export that declares a dynamic batch but
+    cannot run one (as edgenext's once did) is refused here, not found by the user."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
         raise ExportError("ONNX export needs the onnx and onnxscript packages: pip install 'qtt-cli[onnx]'") from None
-    torch.onnx.export(
-        model.eval(), (example_batch(side),), str(path),
-        input_names=["images"], output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    model = model.eval()
+    try:
+        _torch_onnx_export(model, side, path, dynamo=True)
+        exporter = "torch.export"
+    except torch.onnx.errors.OnnxExporterError as first:
+        _remove_onnx(path)
+        try:
+            _torch_onnx_export(model, side, path, dynamo=False)
+        except Exception as second:  # noqa: BLE001 - both of torch's exporters failed: say so, with both reasons
+            _remove_onnx(path)
+            raise ExportError(f"neither of torch's ONNX exporters could export this model: torch.export: "
+                              f"{_first_line(first)}; TorchScript: {_first_line(second)}") from None  # fmt: skip
+        exporter = "torchscript"
+    _check_onnx_batches(model, side, path)
+    return exporter
+
+
+def _torch_onnx_export(model: torch.nn.Module, side: int, path: Path, dynamo: bool) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' advice on dynamic_axes and tracing is not for our users
+        torch.onnx.export(
+            model, (example_batch(side),), str(path), dynamo=dynamo, input_names=["images"], output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        )  # fmt: skip
+
+
+def _check_onnx_batches(model: torch.nn.Module, side: int, path: Path) -> None:
+    """Run the exported graph at batch 1 and 3 in onnxruntime (when installed) and compare with the model."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    import numpy as np
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    for batch in (1, 3):
+        images = torch.randn(batch, 3, side, side, generator=generator)
+        try:
+            logits = session.run(None, {"images": images.numpy()})[0]
+        except Exception as e:  # noqa: BLE001 - onnxruntime's errors have no common base class
+            _remove_onnx(path)
+            raise ExportError(f"the ONNX export fails in onnxruntime at batch {batch}: {_first_line(e)}") from None
+        with torch.inference_mode():
+            expected = model(images).float().numpy()
+        scale = max(1.0, float(np.abs(expected).max()))
+        if logits.shape != expected.shape or not np.allclose(logits, expected, rtol=1e-3, atol=1e-3 * scale):
+            _remove_onnx(path)
+            raise ExportError(f"the ONNX export gives other logits than the model at batch {batch}")
+
+
+def _remove_onnx(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".data").unlink(missing_ok=True)  # external weights of a large model
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]
 
 
 def _readme(meta: dict[str, Any]) -> str:
