@@ -102,3 +102,55 @@ def test_a_killed_ray_actor_is_recorded_as_worker_died_and_replaced(tmp_path, di
     assert len(failed) == 1 and failed["error"].iloc[0].startswith(WORKER_DIED)
     assert rows["step"].nunique() == 7  # a new actor took the slot and the search went on
     completed_epochs_are_contiguous(tmp_path / "run")
+
+
+_LISTENING_SOCKETS = r'''
+import os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from test_execution import descendants, settings
+from qtt_cli.tuner.tuner import prepare
+
+def socket_inodes(pid):
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+run = prepare(settings(Path(sys.argv[1]), Path(sys.argv[2]), workers=1, executor="ray"))
+try:
+    run.executor.start()
+    inodes = set()
+    for pid in {os.getpid(), *descendants(os.getpid())}:
+        try:
+            inodes |= socket_inodes(pid)
+        except OSError:
+            pass
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                print(fields[1].split(":")[0])
+finally:
+    run.close()
+'''
+_LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}  # /proc/net hex
+
+
+@pytest.mark.slow
+def test_the_local_ray_instance_listens_on_the_loopback_address_only(tmp_path, digits_dir):
+    """`--executor ray` without --address starts Ray on this machine: none of its servers (GCS, raylet, workers,
+    the driver) may accept connections from other machines. Read from /proc, for every process of the run."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}  # as a user runs it
+    here = str(Path(__file__).parent)
+    args = [sys.executable, "-c", _LISTENING_SOCKETS, str(digits_dir), str(tmp_path / "run"), here]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr
+    addresses = out.stdout.split()
+    assert len(addresses) >= 3, out.stdout  # at least the GCS, a raylet and a worker: the sockets were found
+    assert set(addresses) <= _LOOPBACK, addresses
