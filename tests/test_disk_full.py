@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,30 @@ def test_a_full_disk_before_the_first_step_is_bad_input(small_disk, digits_dir, 
     assert leftovers(small_disk) == []
     filler.unlink()
     assert runner.invoke(app, tune_args(digits_dir, out, one_hub, 1)).exit_code == 0
+
+
+@pytest.mark.slow
+def test_disk_full_in_a_worker_process_stops_the_run_and_the_rerun_resumes(small_disk, digits_dir, one_hub):
+    """With --workers 2 the checkpoint is written in a worker process: a full disk there must stop the run as it
+    does in-process (exit 2, nothing recorded lost), not kill the worker, be retried as "worker died" and burn
+    the budget on the next pipelines."""
+    out = small_disk / "run"
+
+    def tune(steps: int) -> subprocess.CompletedProcess:
+        args = [sys.executable, "-m", "qtt_cli", *tune_args(digits_dir, out, one_hub, steps), "--workers", "2"]
+        return subprocess.run(args, capture_output=True, text=True, timeout=900)
+
+    first = tune(2)
+    assert first.returncode == 0, first.stderr
+    before = RunDir(out).store.load()
+    filler = fill(small_disk, leave_bytes=200_000)
+    full = tune(6)
+    assert full.returncode == 2, full.stderr
+    assert "no space left" in full.stderr and "Traceback" not in full.stderr
+    after = RunDir(out).store.load()
+    assert after.equals(before), after[["pipeline_id", "epoch", "status", "error"]]  # no "worker died" rows
+    filler.unlink()
+    resumed = tune(6)
+    assert resumed.returncode == 0, resumed.stderr
+    assert RunDir(out).store.load()["step"].nunique() == 6
+    assert leftovers(out) == []

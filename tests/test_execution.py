@@ -264,6 +264,9 @@ def test_tuner_killed_at_random_moments_resumes_without_losing_or_duplicating_ep
     assert final.returncode == 0, final.stderr
     done = completed_epochs_are_contiguous(out)
     assert len(done) > completed_before
+    print(f"10 kills: {kills_with_workers} with both workers running, {kills_after_a_record} just after a step was "
+          f"recorded; {completed_before} epochs completed before the last rerun, {len(done)} after it; "
+          f"{len(every_worker)} worker processes seen, none left")  # fmt: skip
     assert kills_with_workers >= 6 and kills_after_a_record == 3 and completed_before > 0
     assert wait_gone(every_worker) == set()
 

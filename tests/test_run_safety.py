@@ -300,3 +300,20 @@ def test_two_runs_started_at_once_on_one_out_are_told_the_truth(tmp_path, digits
         if code == 2:
             assert "another qtt process is using" in stderr, stderr
     assert any(code == 0 for code, _ in results)
+
+
+def test_a_killed_writers_checkpoint_temporaries_are_removed_when_the_run_is_reopened(tmp_path):
+    """A worker killed while writing a checkpoint leaves a temporary file of a checkpoint's size; every kill of a
+    long parallel run would leave one more. Reopening the run (with its lock, as `qtt tune`/`resume` do) removes
+    them and nothing else."""
+    run = RunDir(tmp_path / "run")
+    run.prepare()
+    folder = run.checkpoints / "p0001"
+    folder.mkdir()
+    stale = folder / ".epoch-0002.pt.k3x9q1.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    kept = [folder / "epoch-0001.pt", folder / "best.safetensors", folder / "best.json"]
+    for path in kept:
+        path.write_bytes(b"x")
+    run.prepare()
+    assert not stale.exists() and all(path.exists() for path in kept)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from qtt_cli.space.config import PipelineConfig
+from qtt_cli.store.files import DiskFullError
 from qtt_cli.worker.results import EpochResult, StepResult
 
 __all__ = [
@@ -106,7 +107,21 @@ def result_to_dict(result: StepResult) -> dict[str, Any]:
 
 
 def result_from_dict(data: dict[str, Any]) -> StepResult:
+    """The step result a worker sent; raises ``DiskFullError`` in the tuner where the worker found the disk full
+    (``disk_full_to_dict``), so that the tuner stops the run with exit 2 as it does with one in-process worker,
+    instead of recording a failed pipeline and trying the next on a disk that is still full."""
+    if DISK_FULL in data:
+        raise DiskFullError(data[DISK_FULL])
     return StepResult(**{**data, "epochs": [EpochResult(**e) for e in data["epochs"]]})
+
+
+DISK_FULL = "disk_full"
+
+
+def disk_full_to_dict(error: DiskFullError) -> dict[str, Any]:
+    """What a worker sends instead of a result when a write of its step found the disk full: not the
+    pipeline's fault, and the previous checkpoint is intact."""
+    return {DISK_FULL: str(error.path)}
 
 
 def pick_worker(free: list, pipeline_id: str, last_pipeline: Callable[[Any], str | None]) -> Any:

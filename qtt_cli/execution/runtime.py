@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qtt_cli.execution.base import StepTask, WorkerSpec, result_to_dict
+from qtt_cli.execution.base import StepTask, WorkerSpec, disk_full_to_dict, result_to_dict
+from qtt_cli.store.files import DiskFullError
 
 __all__ = ["build_worker", "configure_threads", "run_task"]
 
@@ -52,7 +53,11 @@ def build_worker(spec: WorkerSpec):
 
 def run_task(worker, task: dict[str, Any]) -> dict[str, Any]:
     """Run one step (a ``StepTask`` as a dict) and return its result as a dict; never raises for a bad pipeline
-    (``FinetuneWorker.step`` turns that into a failed result)."""
+    (``FinetuneWorker.step`` turns that into a failed result), nor for a full disk (sent as ``disk_full_to_dict``:
+    a worker process that died of it would be replaced and the budget would burn on the same full disk)."""
     step = StepTask.from_dict(task)
-    result = worker.step(step.pipeline_id, step.config, step.start_epoch, step.end_epoch, deadline=step.deadline())
+    try:
+        result = worker.step(step.pipeline_id, step.config, step.start_epoch, step.end_epoch, deadline=step.deadline())
+    except DiskFullError as e:  # the run's problem, not the pipeline's: the tuner stops the run (result_from_dict)
+        return disk_full_to_dict(e)
     return result_to_dict(result)

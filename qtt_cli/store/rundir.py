@@ -208,7 +208,9 @@ class RunDir:
         self.mark()
         for folder in (self.checkpoints, self.cache, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
-        for folder in (self.root, self.cache):
+        # a killed writer's files (a worker killed mid-checkpoint leaves one of a checkpoint's size per kill)
+        pipelines = [d for d in self.checkpoints.iterdir() if d.is_dir() and not d.is_symlink()]
+        for folder in (self.root, self.cache, *pipelines):
             remove_stale_temporaries(folder)
 
     def read_run(self) -> dict[str, Any]:
