@@ -289,7 +289,8 @@ def _torch_onnx_export(model: torch.nn.Module, side: int, path: Path, dynamo: bo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' advice on dynamic_axes and tracing is not for our users
         torch.onnx.export(
-            model, (example_batch(side),), str(path), dynamo=dynamo, input_names=["images"], output_names=["logits"],
+            model, (example_batch(side),), str(path), dynamo=dynamo, verbose=False, input_names=["images"],
+            output_names=["logits"],
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
         )  # fmt: skip
 
