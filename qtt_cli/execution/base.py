@@ -106,6 +106,9 @@ def result_to_dict(result: StepResult) -> dict[str, Any]:
     return asdict(result)
 
 
+DISK_FULL = "disk_full"  # the key of what a worker sends instead of a result when the disk is full
+
+
 def result_from_dict(data: dict[str, Any]) -> StepResult:
     """The step result a worker sent; raises ``DiskFullError`` in the tuner where the worker found the disk full
     (``disk_full_to_dict``), so that the tuner stops the run with exit 2 as it does with one in-process worker,
@@ -113,9 +116,6 @@ def result_from_dict(data: dict[str, Any]) -> StepResult:
     if DISK_FULL in data:
         raise DiskFullError(data[DISK_FULL])
     return StepResult(**{**data, "epochs": [EpochResult(**e) for e in data["epochs"]]})
-
-
-DISK_FULL = "disk_full"
 
 
 def disk_full_to_dict(error: DiskFullError) -> dict[str, Any]:

@@ -317,7 +317,9 @@ def _check_onnx_batches(model: torch.nn.Module, side: int, path: Path) -> None:
         scale = max(1.0, float(np.abs(expected).max()))
         if logits.shape != expected.shape or not np.allclose(logits, expected, rtol=1e-3, atol=1e-3 * scale):
             _remove_onnx(path)
-            raise ExportError(f"the ONNX export gives other logits than the model at batch {batch}")
+            gap = float(np.abs(logits - expected).max()) if logits.shape == expected.shape else float("nan")
+            raise ExportError(f"the ONNX export gives other logits than the model at batch {batch} (shape "
+                              f"{logits.shape} vs {expected.shape}, largest difference {gap:.3g})")  # fmt: skip
 
 
 def _remove_onnx(path: Path) -> None:
