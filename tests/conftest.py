@@ -78,3 +78,20 @@ def cheap_space() -> Path:
 def one_hub() -> Path:
     """``tests/one-model-hub.yaml``: mobilenetv3_small_050 at 32 px."""
     return REPO / "tests" / "one-model-hub.yaml"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 48 MB tmpfs (a disk that can be filled for real); skipped where mounting needs root and we lack it."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    yield mount
+    # Lazily: a CliRunner result keeps the failed run's traceback alive, and with it the run's memory-mapped
+    # cache and the failed checkpoint writer's file, so a plain umount finds the file system busy and each
+    # test run would leave a mount behind.
+    subprocess.run(["umount", "--lazy", str(mount)], check=False)

@@ -19,20 +19,6 @@ from qtt_cli.store import RunDir
 runner = CliRunner()
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    yield mount
-    # Lazily: a CliRunner result keeps the failed run's traceback alive, and with it the run's memory-mapped
-    # cache and the failed checkpoint writer's file, so a plain umount finds the file system busy and each
-    # test run would leave a mount behind.
-    subprocess.run(["umount", "--lazy", str(mount)], check=False)
-
-
 def fill(disk: Path, leave_bytes: int) -> Path:
     filler = disk / "filler.bin"
     free = shutil.disk_usage(disk).free

@@ -157,34 +157,27 @@ def test_the_local_ray_instance_listens_on_the_loopback_address_only(tmp_path, d
 
 
 @pytest.mark.slow
-def test_a_full_disk_met_by_a_ray_actor_stops_the_run_and_the_rerun_resumes(tmp_path, digits_dir, one_hub, ray_head):
+def test_a_full_disk_met_by_a_ray_actor_stops_the_run_and_the_rerun_resumes(small_disk, digits_dir, one_hub, ray_head):
     """As with local worker processes (tests/test_disk_full.py): the actor sends the full disk back, the tuner
     stops the run with exit 2 and records nothing; once space is freed the same command resumes."""
     from test_disk_full import fill, tune_args
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    try:
-        out = disk / "run"
+    out = small_disk / "run"
 
-        def tune(steps: int) -> subprocess.CompletedProcess:
-            args = [QTT, *tune_args(digits_dir, out, one_hub, steps), "--workers", "2", "--executor", "ray",
-                    "--address", ray_head]  # fmt: skip
-            return subprocess.run(args, capture_output=True, text=True, timeout=900)
+    def tune(steps: int) -> subprocess.CompletedProcess:
+        args = [QTT, *tune_args(digits_dir, out, one_hub, steps), "--workers", "2", "--executor", "ray",
+                "--address", ray_head]  # fmt: skip
+        return subprocess.run(args, capture_output=True, text=True, timeout=900)
 
-        first = tune(2)
-        assert first.returncode == 0, first.stderr
-        before = pd.read_parquet(out / "results.parquet")
-        filler = fill(disk, leave_bytes=200_000)
-        full = tune(6)
-        assert full.returncode == 2, full.stderr
-        assert "no space left" in full.stderr and "Traceback" not in full.stderr
-        assert pd.read_parquet(out / "results.parquet").equals(before)
-        filler.unlink()
-        resumed = tune(4)
-        assert resumed.returncode == 0, resumed.stderr
-        assert pd.read_parquet(out / "results.parquet")["step"].nunique() == 4
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=False)
+    first = tune(2)
+    assert first.returncode == 0, first.stderr
+    before = pd.read_parquet(out / "results.parquet")
+    filler = fill(small_disk, leave_bytes=200_000)
+    full = tune(6)
+    assert full.returncode == 2, full.stderr
+    assert "no space left" in full.stderr and "Traceback" not in full.stderr
+    assert pd.read_parquet(out / "results.parquet").equals(before)
+    filler.unlink()
+    resumed = tune(4)
+    assert resumed.returncode == 0, resumed.stderr
+    assert pd.read_parquet(out / "results.parquet")["step"].nunique() == 4
