@@ -302,3 +302,40 @@ def test_a_resumed_quicktune_decides_as_the_uninterrupted_one(tmp_path):
     assert head + steps(resumed, run, 7) == uninterrupted
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [f"surrogate-{first._fitted_n:06d}"]
     assert not optimizer().load_state(tmp_path / "nothing")
+
+
+def _slow_starter_and_plateau():
+    """d has plateaued at 50 % after three epochs; s, not started, is predicted near chance at epoch 1 but
+    climbing 2 points an epoch (a slow starter). Both cost 1 s an epoch; curves may run to 50 epochs."""
+    configs = [PipelineConfig(model="dla46x_c", lr=lr) for lr in (1e-4, 1e-3)]
+    cs = build_curveset("toy", configs, [np.full(50, 50.0)] * 2, [np.ones(50)] * 2, META, 50, config_ids=("d", "s"))
+    history = {"d": state("d", [48.0, 49.0, 50.0])}
+    surrogate = FakeSurrogate(means={"d": 50.5, "s": 10.0}, slopes={"s": 2.0}, std=1.0)
+    return cs, history, surrogate
+
+
+def test_a_random_horizon_of_one_epoch_is_equation_3_and_a_long_one_starts_the_slow_starter(monkeypatch):
+    from qtt_cli.optimizer import AcquisitionSettings
+
+    cs, history, surrogate = _slow_starter_and_plateau()
+    assert quicktune(surrogate, cs).ask(history).pipeline_id == "d"  # next epoch: s has no EI against 48
+    opt = quicktune(surrogate, cs, acquisition=AcquisitionSettings(horizon=True))
+    monkeypatch.setattr(opt, "horizon_epochs", lambda observations: 1)
+    assert opt.ask(history).pipeline_id == "d"
+    monkeypatch.setattr(opt, "horizon_epochs", lambda observations: 30)
+    chosen = opt.ask(history)
+    # at epoch 30, s is predicted at 68 against the best so far (50): the horizon starts it, for one step
+    assert (chosen.pipeline_id, chosen.start_epoch, chosen.end_epoch) == ("s", 0, 1)
+    # what the suggestion reports is the step's own prediction (epoch 1, one epoch's seconds), not the horizon's
+    assert (chosen.predicted_val_top1, chosen.predicted_cost_s) == (10.0, 1.0)
+
+
+def test_the_random_horizon_is_drawn_from_the_seed_and_the_observations():
+    from qtt_cli.optimizer import AcquisitionSettings
+
+    cs, _, surrogate = _slow_starter_and_plateau()
+    draws = [quicktune(surrogate, cs, acquisition=AcquisitionSettings(horizon=True), seed=3).horizon_epochs(n)
+             for n in range(200)]  # fmt: skip
+    again = quicktune(surrogate, cs, acquisition=AcquisitionSettings(horizon=True), seed=3)
+    assert draws == [again.horizon_epochs(n) for n in range(200)]  # a resumed run draws what it drew
+    assert min(draws) == 1 and max(draws) == 50 and len(set(draws)) > 30  # uniform over 1 .. max_epochs

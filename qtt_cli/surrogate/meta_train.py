@@ -22,7 +22,7 @@ from qtt_cli.metadataset import CurveSet
 from qtt_cli.space.encoding import TABLE_COLUMNS
 
 from .features import Scaler, observations
-from .surrogate import Surrogate, _gp_settings, _Trainer, curve_batch
+from .surrogate import Surrogate, _gp_settings, _Trainer, training_batch
 
 __all__ = [
     "REPORT_FILE",
@@ -103,8 +103,7 @@ def meta_train(
         torch.manual_seed(seed)
         for iteration in range(1, iterations + 1):
             o = obs[int(rng.integers(len(obs)))]
-            idx = curve_batch(o, rng, batch_size)
-            losses.append(trainer.step(o, idx))
+            losses.append(trainer.step(o, *training_batch(o, rng, batch_size, surrogate.hyper["horizon_targets"])))
             schedule.step()
             metrics: dict[str, Any] = {"loss": float(np.mean(losses[-50:]))}
             if iteration % eval_every == 0 or iteration == iterations:

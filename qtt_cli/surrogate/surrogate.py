@@ -50,6 +50,7 @@ DEFAULT_HYPER: dict[str, Any] = {
     "curve_length": 50,  # prefix slots of the curve CNN (longer prefixes keep their last values)
     "max_context": 256,  # observations the GP conditions on in predict()
     "batch_size": 256,  # observations per training step (Algorithm 2's batch)
+    "horizon_targets": True,  # train on far-epoch targets too (see ``horizon_batch``), not only the next epoch
 }
 
 
@@ -145,7 +146,8 @@ class Surrogate:
                 raise SurrogateFileError(f"{str(config)!r} is not a {FORMAT} v{FORMAT_VERSION} file")
             layout = FeatureLayout(**payload["layout"])
             scaler = Scaler(**payload["scaler"])
-            hyper = {**DEFAULT_HYPER, **payload["hyper"]}
+            # files written before a setting existed were trained without it
+            hyper = {**DEFAULT_HYPER, "horizon_targets": False, **payload["hyper"]}
             nets = Predictors(layout, hyper)
             nets.load_state_dict(_with_method_defaults(load_file(str(weights)), nets))
         except (KeyError, TypeError, json.JSONDecodeError, RuntimeError) as exc:
@@ -226,8 +228,7 @@ class Surrogate:
             torch.manual_seed(seed)
             for _ in range(steps):
                 o = obs[int(rng.integers(len(obs)))]
-                idx = curve_batch(o, rng, batch)
-                losses.append(trainer.step(o, idx))
+                losses.append(trainer.step(o, *training_batch(o, rng, batch, self.hyper["horizon_targets"])))
         self.info["trained_steps"] = int(self.info.get("trained_steps", 0)) + steps
         return {"steps": steps, "loss_first": losses[0], "loss_last": float(np.mean(losses[-10:]))}
 
@@ -318,8 +319,12 @@ class Surrogate:
         return rows, epochs
 
     def nll(self, curvesets: Sequence[CurveSet], *, seed: int = 0, targets_per_set: int = 256) -> float:
-        """Mean held-out negative log-likelihood per point (accuracy in [0, 1]); see ``evaluate``."""
-        return self.evaluate(curvesets, seed=seed, targets_per_set=targets_per_set, latent=False)["nll"]
+        """Mean held-out negative log-likelihood per point (accuracy in [0, 1]); see ``evaluate``. With
+        ``horizon_targets`` the mean of the next-epoch and the far-epoch NLL: both are what a search asks."""
+        scores = self.evaluate(curvesets, seed=seed, targets_per_set=targets_per_set, latent=False)
+        if self.hyper.get("horizon_targets") and "nll_horizon" in scores:
+            return 0.5 * (scores["nll"] + scores["nll_horizon"])
+        return scores["nll"]
 
     def evaluate(
         self, curvesets: Sequence[CurveSet], *, seed: int = 0, targets_per_set: int = 256, latent: bool = True
@@ -363,6 +368,7 @@ class Surrogate:
             cost_err.append(np.abs(np.log(pred.cost_s) - np.log(np.maximum(seconds, 1e-6))))
         if not nll:
             raise ValueError("no observed epochs to evaluate the predictors on")
+        far = self._evaluate_horizon(curvesets, seed, targets_per_set)
         is_fresh = np.concatenate(fresh)
         calibration = {}
         for name, parts in (("", z), ("latent_", z_latent)):
@@ -379,6 +385,42 @@ class Surrogate:
             "cost_log_mae": float(np.concatenate(cost_err).mean()),
             "points": int(sum(len(x) for x in nll)),
             **calibration,
+            **far,
+        }
+
+    def _evaluate_horizon(self, curvesets: Sequence[CurveSet], seed: int, targets_per_set: int) -> dict:
+        """``evaluate``'s cuts, each predicted at a random later epoch τ in k+2 .. n (n: the curve's length)
+        instead of k+1: what a horizon acquisition asks. Returns ``nll_horizon``, ``mae_horizon`` and the
+        observation's ``z_std_horizon`` / ``coverage90_horizon`` (empty when no curve is long enough)."""
+        nll, err, z = [], [], []
+        for cs in curvesets:
+            rng = np.random.default_rng(seed)
+            rows, cuts = _random_cuts(cs, rng, targets_per_set)
+            far_rng = np.random.default_rng([seed, 1])
+            keep = cs.lengths[rows] > cuts + 1
+            if not keep.any():
+                continue
+            observed = [np.zeros(0)] * len(cs)
+            costs = [np.zeros(0)] * len(cs)
+            for r, k in zip(rows, cuts, strict=True):
+                observed[r], costs[r] = cs.curves[r][:k], cs.costs[r][:k]
+            seen = cs.with_observations(observed, costs)
+            rows, cuts = rows[keep], cuts[keep]
+            taus = cuts + 2 + (far_rng.random(len(rows)) * (cs.lengths[rows] - cuts - 1)).astype(np.int64)
+            pred = self.predict(seen, rows, taus, cuts, observation_noise=True)
+            y = np.array([cs.curves[r][t - 1] for r, t in zip(rows, taus, strict=True)])
+            mu, sd = pred.mean / 100.0, pred.std / 100.0
+            nll.append(0.5 * np.log(2 * math.pi * sd**2) + (y / 100.0 - mu) ** 2 / (2 * sd**2))
+            err.append(np.abs(y - pred.mean))
+            z.append((y - pred.mean) / pred.std)
+        if not nll:
+            return {}
+        scores = np.concatenate(z)
+        return {
+            "nll_horizon": float(np.concatenate(nll).mean()),
+            "mae_horizon": float(np.concatenate(err).mean()),
+            "z_std_horizon": float(scores.std()),
+            "coverage90_horizon": float((np.abs(scores) <= _Z90).mean()),
         }
 
     def _forget_data(self) -> None:
@@ -414,6 +456,47 @@ def curve_batch(obs: Observations, rng: np.random.Generator, size: int) -> np.nd
     return np.sort(np.concatenate(chosen))
 
 
+def horizon_batch(obs: Observations, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Far-epoch targets for a ``curve_batch``: what a search asks beyond the next epoch.
+
+    Trained only on "epoch t, having seen epochs 1..t-1", the networks never see a target more than one
+    epoch past the prefix, so a prediction at a longer horizon is extrapolation they were not taught: the
+    shipped priors predicted an unstarted configuration's 50th epoch at its first epoch's accuracy, and a
+    slow starter (near chance after one epoch, the best pipeline later) looked hopeless at every horizon.
+
+    For every configuration of the batch cut after k < n of its n epochs, one target epoch τ uniform in
+    k+1..n seen with the prefix 1..k; and for a quarter as many configurations not in the batch, one τ
+    uniform in 1..n seen with no prefix (an unstarted configuration). The GP is fitted on them jointly with
+    the batch's observations, so it also learns how a far epoch covaries with the observed prefix.
+
+    Returns ``(rows, epochs)``: the observation row holding the prefix (that of epoch k+1, i.e. prefix 1..k)
+    and the target epoch τ; the target value is observation ``row + τ - k - 1``.
+    """
+    if not len(idx):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, obs.config_rows[1:] != obs.config_rows[:-1]])
+    lengths = np.diff(np.r_[starts, len(obs)])
+    which = np.searchsorted(starts, idx, side="right") - 1  # the configuration of every batch row
+    chosen, cut = np.unique(which, return_counts=True)
+    open_ = cut < lengths[chosen]
+    chosen, cut = chosen[open_], cut[open_]
+    others = np.setdiff1d(np.arange(len(starts)), which)
+    fresh = rng.choice(others, size=min(len(others), max(1, len(chosen) // 4)), replace=False) if len(others) else others
+    configs = np.r_[chosen, fresh].astype(np.int64)
+    cuts = np.r_[cut, np.zeros(len(fresh), np.int64)].astype(np.int64)
+    taus = cuts + 1 + (rng.random(len(configs)) * (lengths[configs] - cuts)).astype(np.int64)
+    return starts[configs] + cuts, taus
+
+
+def training_batch(
+    obs: Observations, rng: np.random.Generator, size: int, horizon: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One training batch: ``curve_batch`` rows, plus ``horizon_batch`` targets when ``horizon``."""
+    idx = curve_batch(obs, rng, size)
+    rows, taus = horizon_batch(obs, idx, rng) if horizon else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return idx, rows, taus
+
+
 def _random_cuts(cs: CurveSet, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     candidates = np.flatnonzero(cs.lengths > 0)
     rows = np.sort(rng.choice(candidates, size=min(n, len(candidates)), replace=False))
@@ -446,16 +529,29 @@ class _Trainer:
              {"params": noise, "lr": lr if noise_lr is None else noise_lr}], lr=lr
         )  # fmt: skip
 
-    def step(self, obs: Observations, idx: np.ndarray) -> float:
-        """One Adam step on a batch (call inside ``_gp_settings()``)."""
-        scaler = self.surrogate.scaler
-        x = torch.from_numpy(obs.inputs[idx])
-        y = torch.from_numpy(obs.targets[idx])
+    def step(
+        self, obs: Observations, idx: np.ndarray, horizon_rows: np.ndarray | None = None,
+        horizon_epochs: np.ndarray | None = None,
+    ) -> float:  # fmt: skip
+        """One Adam step on a batch (call inside ``_gp_settings()``): the GP on the observations ``idx`` and
+        the far-epoch targets of ``horizon_batch``, the cost net on the observations."""
+        scaler, layout = self.surrogate.scaler, self.surrogate.layout
+        x_obs = obs.inputs[idx]
+        y_obs = obs.targets[idx]
         z = (torch.from_numpy(obs.log_costs[idx]) - scaler.cost_center) * scaler.cost_scale
+        if horizon_rows is not None and len(horizon_rows):
+            far = obs.inputs[horizon_rows].copy()
+            far[:, layout.slices["fidelity"]] = (horizon_epochs / layout.fidelity_scale)[:, None]
+            target = obs.targets[horizon_rows + horizon_epochs - obs.epochs[horizon_rows]]
+            x_all, y_all = np.concatenate([x_obs, far]), np.concatenate([y_obs, target])
+        else:
+            x_all, y_all = x_obs, y_obs
+        x, y = torch.from_numpy(x_all), torch.from_numpy(y_all)
         self.nets.train()
         self.optimizer.zero_grad(set_to_none=True)
         self.nets.gp.set_train_data(x, y, strict=False)
-        loss = -self.mll(self.nets.gp(x), y) + torch.nn.functional.mse_loss(self.nets.cost(x), z)
+        cost_x = torch.from_numpy(x_obs)
+        loss = -self.mll(self.nets.gp(x), y) + torch.nn.functional.mse_loss(self.nets.cost(cost_x), z)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
