@@ -54,7 +54,8 @@ def collect(dataset: str, args: argparse.Namespace, seed: int) -> list[dict]:
             seen, cands = opt.layout.build(pipelines, opt)
             latent = model.predict(seen, cands.rows, cands.targets, cands.epochs)
             noisy = model.predict(seen, cands.rows, cands.targets, cands.epochs, observation_noise=True)
-            truth = np.array([opt.layout.curveset.curves[r][t - 1] for r, t in zip(cands.rows, cands.targets)])
+            curves = opt.layout.curveset.curves
+            truth = np.array([curves[r][t - 1] for r, t in zip(cands.rows, cands.targets, strict=True)])
             for i in range(len(cands.rows)):
                 records.append({
                     "dataset": dataset, "seed": seed, "ask": ask, "fresh": bool(cands.epochs[i] == 0),

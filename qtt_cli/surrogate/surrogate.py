@@ -481,7 +481,8 @@ def horizon_batch(obs: Observations, idx: np.ndarray, rng: np.random.Generator) 
     open_ = cut < lengths[chosen]
     chosen, cut = chosen[open_], cut[open_]
     others = np.setdiff1d(np.arange(len(starts)), which)
-    fresh = rng.choice(others, size=min(len(others), max(1, len(chosen) // 4)), replace=False) if len(others) else others
+    count = min(len(others), max(1, len(chosen) // 4))
+    fresh = rng.choice(others, size=count, replace=False) if count else others
     configs = np.r_[chosen, fresh].astype(np.int64)
     cuts = np.r_[cut, np.zeros(len(fresh), np.int64)].astype(np.int64)
     taus = cuts + 1 + (rng.random(len(configs)) * (lengths[configs] - cuts)).astype(np.int64)
