@@ -21,8 +21,7 @@ class FakePrediction:
 
 @dataclass
 class FakeSurrogate:
-    """Mean by config id (``default_mean`` otherwise) plus ``slopes[id]`` points per epoch past the first,
-    constant std, cost = seconds per epoch × extra epochs.
+    """Mean by config id (``default_mean`` otherwise), constant std, cost = seconds per epoch × extra epochs.
 
     ``log`` (shared by copies) records ``("copy",)`` and ``("fit", steps, observations)`` calls.
     """
@@ -32,11 +31,10 @@ class FakeSurrogate:
     default_mean: float = 0.0
     std: float = 1.0
     log: list = field(default_factory=list)
-    slopes: Mapping[str, float] = field(default_factory=dict)
 
     def copy(self) -> FakeSurrogate:
         self.log.append(("copy",))
-        return FakeSurrogate(self.means, self.epoch_costs, self.default_mean, self.std, self.log, self.slopes)
+        return FakeSurrogate(self.means, self.epoch_costs, self.default_mean, self.std, self.log)
 
     def fit(self, curvesets: Sequence, *, steps: int, lr: float = 1e-3, seed: int = 0, noise_lr=None) -> dict:
         self.log.append(("fit", steps, sum(cs.num_observations for cs in curvesets)))
@@ -46,8 +44,7 @@ class FakeSurrogate:
         ids = [curveset.config_ids[int(r)] for r in rows]
         extra = np.asarray(target_epochs) - np.asarray(from_epochs)
         return FakePrediction(
-            mean=np.array([self.means.get(i, self.default_mean) for i in ids], dtype=float)
-            + np.array([self.slopes.get(i, 0.0) for i in ids]) * (np.asarray(target_epochs) - 1),
+            mean=np.array([self.means.get(i, self.default_mean) for i in ids], dtype=float),
             std=np.full(len(ids), self.std),
             cost_s=np.array([self.epoch_costs.get(i, 1.0) for i in ids]) * extra,
         )

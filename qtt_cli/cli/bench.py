@@ -30,7 +30,7 @@ def bench_command(
     optimizers: Annotated[
         str | None,
         typer.Option(help="Comma-separated subset of: random, asha, dyhpo, quicktune-no-cost, quicktune-no-meta, "
-                     "quicktune, quicktune-cooled, quicktune-run-noise, quicktune-horizon (default: all)."),
+                     "quicktune, quicktune-cooled, quicktune-run-noise (default: all)."),
     ] = None,  # fmt: skip
     datasets: Annotated[str | None, typer.Option(help="Comma-separated datasets to benchmark (default: all).")] = None,
     folds: Annotated[int, typer.Option(help="Folds of the leave-datasets-out meta-training.")] = 6,

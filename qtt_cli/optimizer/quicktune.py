@@ -113,16 +113,8 @@ class AcquisitionSettings:
     ``skip_unaffordable`` (off by default): when the budget is known, a step whose predicted cost exceeds
     the budget left is not proposed while an affordable one exists (it would be cut off at the deadline).
     It is only as good as the cost predictor, which under-predicts on datasets unlike its meta-data.
-
-    ``horizon`` (off by default): next-epoch EI is myopic; a slow starter (near chance after its first epoch,
-    the best pipeline later) has about zero EI at its next epoch. With ``horizon`` each ask draws a horizon
-    h uniformly from 1 .. max_epochs (the random horizon of ifBO / FT-PFN's acquisition) and scores every
-    candidate by its EI at epoch ``epochs + h`` (against the incumbent at that epoch) per predicted second
-    of those h epochs; h = 1 is equation 3. The step proposed is still Δt epochs: the horizon only decides
-    which pipeline to invest in. It needs priors that learnt far-epoch targets (``horizon_targets``).
     """
 
-    horizon: bool = False  # score at a random horizon (see ``QuickTune.scores``)
     xi: float = 0.0  # EI margin in accuracy points
     cost_exponent: float = 1.0  # 1: EI per second (equation 3); 0: plain EI
     cost_floor: float = 0.01  # costs are clipped below at this fraction of the median predicted cost
@@ -248,25 +240,18 @@ class QuickTune(Optimizer):
         # steps in flight on other workers: condition on the GP mean at their epochs (kriging believer,
         # qtt_cli.optimizer.pending); the fit above saw real observations only
         curveset = kriging_believer(model, curveset, pipelines)
-        scored = self._at_horizon(candidates, curveset.num_observations) if self.acquisition.horizon else candidates
-        prediction = model.predict(curveset, scored.rows, scored.targets, scored.epochs)
-        scores, z = self.scores(curveset, scored, prediction, budget)
+        prediction = model.predict(curveset, candidates.rows, candidates.targets, candidates.epochs)
+        scores, z = self.scores(curveset, candidates, prediction, budget)
         if self.use_cost and self.acquisition.skip_unaffordable and budget is not None:
             affordable = np.asarray(prediction.cost_s, dtype=np.float64) <= budget.left_s
             if affordable.any():
                 scores, z = np.where(affordable, scores, -np.inf), np.where(affordable, z, -np.inf)
         best = int(np.argmax(scores)) if scores.max() > 0 else int(np.argmax(z))  # EI underflow: best z
-        if scored is not candidates:  # report what the proposed step itself is predicted to give and cost
-            i = slice(best, best + 1)
-            prediction = model.predict(curveset, candidates.rows[i], candidates.targets[i], candidates.epochs[i])
-            best_in_prediction = 0
-        else:
-            best_in_prediction = best
         return replace(
             self._suggest(candidates, best, pipelines),
-            predicted_val_top1=float(np.asarray(prediction.mean)[best_in_prediction]),
-            predicted_val_std=float(np.asarray(prediction.std)[best_in_prediction]),
-            predicted_cost_s=float(np.asarray(prediction.cost_s)[best_in_prediction]),
+            predicted_val_top1=float(np.asarray(prediction.mean)[best]),
+            predicted_val_std=float(np.asarray(prediction.std)[best]),
+            predicted_cost_s=float(np.asarray(prediction.cost_s)[best]),
         )
 
     def scores(
@@ -282,18 +267,6 @@ class QuickTune(Optimizer):
         score = cost_aware_score(ei, prediction.cost_s, cost_exponent=a.exponent(budget), cost_floor=a.cost_floor)
         z = (mean - incumbent - a.xi) / np.maximum(std, 1e-12)
         return score, z
-
-    def horizon_epochs(self, observations: int) -> int:
-        """The random horizon h of the ask that sees ``observations`` epochs, uniform in 1 .. max_epochs; drawn
-        from (seed, observations), so a resumed run draws the one the uninterrupted run drew."""
-        rng = np.random.default_rng([self.seed, observations, 7])
-        return int(rng.integers(1, self.max_epochs + 1))
-
-    def _at_horizon(self, candidates: _Candidates, observations: int) -> _Candidates:
-        """``candidates`` with targets ``epochs + h`` (capped at each limit; never below the next step)."""
-        h = self.horizon_epochs(observations)
-        far = np.minimum(candidates.epochs + h, candidates.limits)
-        return replace(candidates, targets=np.maximum(far, candidates.targets))
 
     def _suggest(self, candidates: _Candidates, i: int, pipelines: Mapping[str, PipelineState]) -> Suggestion:
         pid = candidates.pipeline_ids[i] or next_pipeline_id(pipelines)
