@@ -1,8 +1,9 @@
 """Meta-training the predictors on learning curves of other datasets (Algorithm 2 of the Quick-Tune appendix).
 
 Repeatedly: pick one meta-training dataset uniformly at random, take a batch of its observations (random
-curves cut at random epochs, see ``curve_batch``), condition the GP on that batch and take one Adam step on
-−mll + the cost MSE (learning rate decayed along a cosine). Every ``eval_every``
+curves cut at random epochs, see ``curve_batch``) plus far-epoch targets beyond each cut (``horizon_batch``:
+without them the networks only ever learn the epoch right after a prefix), condition the GP on that batch
+and take one Adam step on −mll + the cost MSE (learning rate decayed along a cosine). Every ``eval_every``
 iterations the held-out meta-validation datasets' negative log-likelihood (``Surrogate.nll``) decides early
 stopping; the best weights are kept.
 """
