@@ -460,9 +460,10 @@ def horizon_batch(obs: Observations, idx: np.ndarray, rng: np.random.Generator) 
     """Far-epoch targets for a ``curve_batch``: what a search asks beyond the next epoch.
 
     Trained only on "epoch t, having seen epochs 1..t-1", the networks never see a target more than one
-    epoch past the prefix, so a prediction at a longer horizon is extrapolation they were not taught: the
-    shipped priors predicted an unstarted configuration's 50th epoch at its first epoch's accuracy, and a
+    epoch past the prefix, so a prediction at a longer horizon is extrapolation they were not taught: priors
+    trained that way predicted an unstarted configuration's 50th epoch at its first epoch's accuracy, and a
     slow starter (near chance after one epoch, the best pipeline later) looked hopeless at every horizon.
+    Run refits with at most ``batch_size`` observations train on all of them at once, so they add none.
 
     For every configuration of the batch cut after k < n of its n epochs, one target epoch τ uniform in
     k+1..n seen with the prefix 1..k; and for a quarter as many configurations not in the batch, one τ
