@@ -349,11 +349,7 @@ class Surrogate:
             rows, cuts = _random_cuts(cs, np.random.default_rng(seed), targets_per_set)
             if not len(rows):
                 continue
-            observed = [np.zeros(0)] * len(cs)
-            costs = [np.zeros(0)] * len(cs)
-            for r, k in zip(rows, cuts, strict=True):
-                observed[r], costs[r] = cs.curves[r][:k], cs.costs[r][:k]
-            seen = cs.with_observations(observed, costs)
+            seen = _cut(cs, rows, cuts)
             pred = self.predict(seen, rows, cuts + 1, cuts, observation_noise=True)
             y = np.array([cs.curves[r][k] for r, k in zip(rows, cuts, strict=True)])
             if latent:
@@ -400,11 +396,7 @@ class Surrogate:
             keep = cs.lengths[rows] > cuts + 1
             if not keep.any():
                 continue
-            observed = [np.zeros(0)] * len(cs)
-            costs = [np.zeros(0)] * len(cs)
-            for r, k in zip(rows, cuts, strict=True):
-                observed[r], costs[r] = cs.curves[r][:k], cs.costs[r][:k]
-            seen = cs.with_observations(observed, costs)
+            seen = _cut(cs, rows, cuts)
             rows, cuts = rows[keep], cuts[keep]
             taus = cuts + 2 + (far_rng.random(len(rows)) * (cs.lengths[rows] - cuts - 1)).astype(np.int64)
             pred = self.predict(seen, rows, taus, cuts, observation_noise=True)
@@ -497,6 +489,16 @@ def training_batch(
     idx = curve_batch(obs, rng, size)
     rows, taus = horizon_batch(obs, idx, rng) if horizon else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     return idx, rows, taus
+
+
+def _cut(cs: CurveSet, rows: np.ndarray, cuts: np.ndarray) -> CurveSet:
+    """``cs`` as a search would see it: configuration ``rows[i]`` observed for its first ``cuts[i]`` epochs,
+    every other configuration not started."""
+    observed = [np.zeros(0)] * len(cs)
+    costs = [np.zeros(0)] * len(cs)
+    for r, k in zip(rows, cuts, strict=True):
+        observed[r], costs[r] = cs.curves[r][:k], cs.costs[r][:k]
+    return cs.with_observations(observed, costs)
 
 
 def _random_cuts(cs: CurveSet, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
