@@ -342,9 +342,11 @@ class Surrogate:
             calibration of the observation's predictive distribution, for fresh (k = 0) and continued
             (k > 0) predictions: ``z_std_*`` (std of (y − μ) / σ; 1 when calibrated) and ``coverage90_*``
             (share inside the central 90 % interval; 0.9 when calibrated); ``latent_*`` the same with the
-            latent σ the acquisition uses (only with ``latent``).
+            latent σ the acquisition uses (only with ``latent``); ``nll_horizon``, ``mae_horizon``,
+            ``z_std_horizon`` and ``coverage90_horizon``: the same cuts predicted at a random later epoch.
         """
         nll, err, cost_err, z, z_latent, fresh = [], [], [], [], [], []
+        far_nll, far_err, far_z = [], [], []
         for cs in curvesets:
             rows, cuts = _random_cuts(cs, np.random.default_rng(seed), targets_per_set)
             if not len(rows):
@@ -362,9 +364,30 @@ class Surrogate:
             z.append((y - pred.mean) / pred.std)
             fresh.append(cuts == 0)
             cost_err.append(np.abs(np.log(pred.cost_s) - np.log(np.maximum(seconds, 1e-6))))
+            # the same cuts predicted at a random later epoch τ in k+2 .. n: what a prediction beyond the next
+            # step is asked (curves too short for that are left out)
+            long_ = cs.lengths[rows] > cuts + 1
+            if long_.any():
+                r, k = rows[long_], cuts[long_]
+                u = np.random.default_rng([seed, 1]).random(len(r))
+                taus = k + 2 + (u * (cs.lengths[r] - k - 1)).astype(np.int64)
+                far_pred = self.predict(seen, r, taus, k, observation_noise=True)
+                y_far = np.array([cs.curves[i][t - 1] for i, t in zip(r, taus, strict=True)])
+                mu, sd = far_pred.mean / 100.0, far_pred.std / 100.0
+                far_nll.append(0.5 * np.log(2 * math.pi * sd**2) + (y_far / 100.0 - mu) ** 2 / (2 * sd**2))
+                far_err.append(np.abs(y_far - far_pred.mean))
+                far_z.append((y_far - far_pred.mean) / far_pred.std)
         if not nll:
             raise ValueError("no observed epochs to evaluate the predictors on")
-        far = self._evaluate_horizon(curvesets, seed, targets_per_set)
+        far = {}
+        if far_nll:
+            scores = np.concatenate(far_z)
+            far = {
+                "nll_horizon": float(np.concatenate(far_nll).mean()),
+                "mae_horizon": float(np.concatenate(far_err).mean()),
+                "z_std_horizon": float(scores.std()),
+                "coverage90_horizon": float((np.abs(scores) <= _Z90).mean()),
+            }
         is_fresh = np.concatenate(fresh)
         calibration = {}
         for name, parts in (("", z), ("latent_", z_latent)):
@@ -382,37 +405,6 @@ class Surrogate:
             "points": int(sum(len(x) for x in nll)),
             **calibration,
             **far,
-        }
-
-    def _evaluate_horizon(self, curvesets: Sequence[CurveSet], seed: int, targets_per_set: int) -> dict:
-        """``evaluate``'s cuts, each predicted at a random later epoch τ in k+2 .. n (n: the curve's length)
-        instead of k+1: what a horizon acquisition asks. Returns ``nll_horizon``, ``mae_horizon`` and the
-        observation's ``z_std_horizon`` / ``coverage90_horizon`` (empty when no curve is long enough)."""
-        nll, err, z = [], [], []
-        for cs in curvesets:
-            rng = np.random.default_rng(seed)
-            rows, cuts = _random_cuts(cs, rng, targets_per_set)
-            far_rng = np.random.default_rng([seed, 1])
-            keep = cs.lengths[rows] > cuts + 1
-            if not keep.any():
-                continue
-            seen = _cut(cs, rows, cuts)
-            rows, cuts = rows[keep], cuts[keep]
-            taus = cuts + 2 + (far_rng.random(len(rows)) * (cs.lengths[rows] - cuts - 1)).astype(np.int64)
-            pred = self.predict(seen, rows, taus, cuts, observation_noise=True)
-            y = np.array([cs.curves[r][t - 1] for r, t in zip(rows, taus, strict=True)])
-            mu, sd = pred.mean / 100.0, pred.std / 100.0
-            nll.append(0.5 * np.log(2 * math.pi * sd**2) + (y / 100.0 - mu) ** 2 / (2 * sd**2))
-            err.append(np.abs(y - pred.mean))
-            z.append((y - pred.mean) / pred.std)
-        if not nll:
-            return {}
-        scores = np.concatenate(z)
-        return {
-            "nll_horizon": float(np.concatenate(nll).mean()),
-            "mae_horizon": float(np.concatenate(err).mean()),
-            "z_std_horizon": float(scores.std()),
-            "coverage90_horizon": float((np.abs(scores) <= _Z90).mean()),
         }
 
     def _forget_data(self) -> None:
