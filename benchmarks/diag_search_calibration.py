@@ -7,7 +7,8 @@ next epoch? A replayed search knows the answer for every candidate (the recorded
 
 Printed per phase of the search (asks 1-20, 21-100, 101+), for fresh candidates (not started) and continued
 ones: the number of predictions, the std of z = (y - mu) / sigma with the latent sigma the acquisition uses
-and with the observation's sigma, the 90 % coverage of the latter, and the mean error (y - mu) in points.
+and with the observation's sigma, the 90 % coverage of the latter, the mean error (y - mu) in points, and the
+rank correlation of predicted and recorded accuracy among one ask's candidates (averaged over asks).
 Use development seeds only.
 
     python benchmarks/diag_search_calibration.py --priors runs/bench/priors --seeds 0 --drop-degenerate
@@ -82,8 +83,26 @@ def summarise(records: list[dict]) -> list[dict]:
             "n": len(items), "z_std_latent": float(z_lat.std()), "z_std_obs": float(z_obs.std()),
             "coverage90_obs": float((np.abs(z_obs) <= Z90).mean()), "mean_error": float((y - mu).mean()),
             "mean_sd_latent": float(np.mean([r["sd_latent"] for r in items])),
+            "rank_corr": _mean_rank_correlation(items),
         })  # fmt: skip
     return rows
+
+
+def _mean_rank_correlation(items: list[dict]) -> float:
+    """Spearman correlation of predicted and recorded accuracy among the candidates of one ask, averaged
+    over the asks: does the search rank its candidates right, whatever the calibration?"""
+    from scipy.stats import spearmanr
+
+    asks: dict[tuple, list[dict]] = defaultdict(list)
+    for r in items:
+        asks[(r["dataset"], r["seed"], r["ask"])].append(r)
+    correlations = []
+    for group in asks.values():
+        if len(group) >= 5:
+            y, mu = ([r[k] for r in group] for k in ("y", "mu"))
+            if np.std(y) > 0 and np.std(mu) > 0:
+                correlations.append(float(spearmanr(y, mu)[0]))
+    return float(np.mean(correlations)) if correlations else float("nan")
 
 
 def main() -> None:
@@ -108,10 +127,10 @@ def main() -> None:
     records = [r for d in datasets for seed in args.seeds for r in collect(d, args, seed)]
     rows = summarise(records)
     print(f"{'asks':>8} {'kind':>9} {'n':>6} {'z std lat':>9} {'z std obs':>9} {'cov90 obs':>9} {'mean err':>8} "
-          f"{'sd lat':>6}")  # fmt: skip
+          f"{'sd lat':>6} {'rank r':>6}")  # fmt: skip
     for r in rows:
         print(f"{r['asks']:>8} {r['kind']:>9} {r['n']:6d} {r['z_std_latent']:9.2f} {r['z_std_obs']:9.2f} "
-              f"{r['coverage90_obs']:9.2f} {r['mean_error']:8.2f} {r['mean_sd_latent']:6.2f}")  # fmt: skip
+              f"{r['coverage90_obs']:9.2f} {r['mean_error']:8.2f} {r['mean_sd_latent']:6.2f} {r['rank_corr']:6.2f}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": rows, "predictions": records}))
 

@@ -85,7 +85,7 @@ def meta_train(
         union_columns([*train, *val]), seed=seed, scaler=scaler, fidelity_scale=scale, **(hyper or {})
     )
     obs = [observations(cs, surrogate.layout, scaler) for cs in train]
-    surrogate.nets.gp.mean_module.constant.data.fill_(float(np.concatenate([o.targets for o in obs]).mean()))
+    surrogate.nets.gp.set_mean_level(float(np.concatenate([o.targets for o in obs]).mean()))
 
     untrained_scores = surrogate.evaluate(val, seed=seed) if val else None
     untrained = untrained_scores["nll"] if val else None

@@ -51,6 +51,7 @@ DEFAULT_HYPER: dict[str, Any] = {
     "max_context": 256,  # observations the GP conditions on in predict()
     "batch_size": 256,  # observations per training step (Algorithm 2's batch)
     "horizon_targets": True,  # train on far-epoch targets too (see ``horizon_batch``), not only the next epoch
+    "mean": "learnt",  # the GP's prior mean: "learnt" (MeanNet, trained on the meta-data) or "constant"
 }
 
 
@@ -147,7 +148,7 @@ class Surrogate:
             layout = FeatureLayout(**payload["layout"])
             scaler = Scaler(**payload["scaler"])
             # files written before a setting existed were trained without it
-            hyper = {**DEFAULT_HYPER, "horizon_targets": False, **payload["hyper"]}
+            hyper = {**DEFAULT_HYPER, "horizon_targets": False, "mean": "constant", **payload["hyper"]}
             nets = Predictors(layout, hyper)
             nets.load_state_dict(_with_method_defaults(load_file(str(weights)), nets))
         except (KeyError, TypeError, json.JSONDecodeError, RuntimeError) as exc:
@@ -235,7 +236,7 @@ class Surrogate:
     def _initialise_from(self, obs: Sequence[Observations]) -> None:
         targets = np.concatenate([o.targets for o in obs])
         log_costs = np.concatenate([o.log_costs for o in obs])
-        self.nets.gp.mean_module.constant.data.fill_(float(targets.mean()))
+        self.nets.gp.set_mean_level(float(targets.mean()))
         self.scaler.cost_center = float(log_costs.mean())
         self.scaler.cost_scale = 1.0 / max(float(log_costs.std()), 0.25)
 
@@ -548,6 +549,8 @@ class _Trainer:
         self.nets.gp.set_train_data(x, y, strict=False)
         cost_x = torch.from_numpy(x_obs)
         loss = -self.mll(self.nets.gp(x), y) + torch.nn.functional.mse_loss(self.nets.cost(cost_x), z)
+        if self.nets.gp.mean_net is not None:  # the prior mean is also a standalone predictor (MeanNet)
+            loss = loss + torch.nn.functional.mse_loss(self.nets.gp.mean_net(x), y)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
