@@ -150,7 +150,7 @@ class QuickTune(Optimizer):
             fresh one, fitted on the run's observations only).
         use_cost: False = plain EI at the next fidelity (the cost exponent is set to 0).
         new_surrogate: ``(columns, seed) -> surrogate`` for runs without priors; default
-            ``qtt_cli.surrogate.Surrogate.new``.
+            ``qtt_cli.surrogate.Surrogate.new`` with a constant GP mean.
     """
 
     def __init__(
@@ -180,7 +180,9 @@ class QuickTune(Optimizer):
                 from qtt_cli.surrogate import Surrogate
 
                 def new_surrogate(columns: Sequence[str], seed: int) -> SurrogateLike:
-                    return Surrogate.new(columns, seed=seed)
+                    # a constant mean: the learnt mean is the meta-data's expectation, and without meta-data
+                    # there is nothing to learn it from but the run's observations, which the GP conditions on
+                    return Surrogate.new(columns, seed=seed, mean="constant")
             priors = new_surrogate(list(layout.columns), seed)
         self._start = priors  # reset point: the priors, or the fresh initialisation
         self._model: SurrogateLike | None = None
