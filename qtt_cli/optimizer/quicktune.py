@@ -5,7 +5,7 @@ surrogate (deep-kernel GP + cost MLP) on the run's observations, warm-started fr
 priors, (3) predicts every candidate's accuracy at its next fidelity ``τ = epochs + Δt`` and the seconds of
 those Δt epochs, and (4) proposes the candidate with the highest expected improvement per second
 (equation 3, :mod:`qtt_cli.optimizer.acquisition`). The very first pipeline is drawn at random
-(Algorithm 1, line 1): with nothing observed, the GP predicts its constant prior mean for everyone.
+(Algorithm 1, line 1): with nothing observed there is no incumbent to improve on.
 
 Candidates are every started pipeline that may still be continued (not finished, failed or diverged; a
 first transient failure such as "out of memory" is retried once) plus the configurations not started yet:
@@ -235,8 +235,9 @@ class QuickTune(Optimizer):
             return None
         if curveset.num_observations == 0:
             # Algorithm 1, line 1: the first pipeline is drawn at random (the candidates are in a seeded random
-            # order). With nothing observed the GP's prediction is its constant prior mean for every
-            # candidate, so the acquisition could only rank them by cost.
+            # order). With nothing observed there is no incumbent, so EI is undefined; with a constant prior
+            # mean (no priors) every candidate is also predicted alike. The learnt mean of meta-learned
+            # priors could rank them here; that has not been measured, so the paper's rule stays.
             return self._suggest(candidates, 0, pipelines)
         model = self._fitted(curveset, pipelines)
         # steps in flight on other workers: condition on the GP mean at their epochs (kriging believer,
