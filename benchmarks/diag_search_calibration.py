@@ -130,7 +130,8 @@ def main() -> None:
           f"{'sd lat':>6} {'rank r':>6}")  # fmt: skip
     for r in rows:
         print(f"{r['asks']:>8} {r['kind']:>9} {r['n']:6d} {r['z_std_latent']:9.2f} {r['z_std_obs']:9.2f} "
-              f"{r['coverage90_obs']:9.2f} {r['mean_error']:8.2f} {r['mean_sd_latent']:6.2f} {r['rank_corr']:6.2f}")  # fmt: skip
+              f"{r['coverage90_obs']:9.2f} {r['mean_error']:8.2f} {r['mean_sd_latent']:6.2f} "
+              f"{r['rank_corr']:6.2f}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": rows, "predictions": records}))
 
