@@ -143,7 +143,19 @@ class DeepKernelGP(gpytorch.models.ExactGP):
             self.mean_net.start_at(value)
 
 
-class CostNet(nn.Module):
+class _ScalarNet(nn.Module):
+    """One number per input: a feature extractor, a ReLU and a linear layer (the cost and mean networks)."""
+
+    def __init__(self, extractor: FeatureExtractor, width: int) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.extractor(x))).squeeze(-1)
+
+
+class CostNet(_ScalarNet):
     """MLP on the same inputs; predicts the standardised log seconds of one epoch.
 
     It sees the curve only through its last/best values and length, not through the CNN: an epoch's cost
@@ -152,15 +164,10 @@ class CostNet(nn.Module):
     """
 
     def __init__(self, layout: FeatureLayout, *, hidden: tuple[int, ...] = (64, 64), out_dim: int = 16) -> None:
-        super().__init__()
-        self.extractor = FeatureExtractor(layout, out_dim=out_dim, hidden=hidden, curve_dim=0)
-        self.head = nn.Linear(out_dim, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.extractor(x))).squeeze(-1)
+        super().__init__(FeatureExtractor(layout, out_dim=out_dim, hidden=hidden, curve_dim=0), out_dim)
 
 
-class MeanNet(nn.Module):
+class MeanNet(_ScalarNet):
     """The GP's learnt prior mean: the accuracy expected at an input's epoch from its configuration, the
     dataset's meta-features and the curve prefix, before the run has observed anything like it.
 
@@ -175,12 +182,11 @@ class MeanNet(nn.Module):
     """
 
     def __init__(self, layout: FeatureLayout, hyper: dict) -> None:
-        super().__init__()
-        self.extractor = FeatureExtractor(
+        extractor = FeatureExtractor(
             layout, out_dim=hyper["feature_dim"], hidden=tuple(hyper["hidden"]), model_dim=hyper["model_dim"],
             curve_dim=hyper["curve_dim"],
         )  # fmt: skip
-        self.head = nn.Linear(hyper["feature_dim"], 1)
+        super().__init__(extractor, hyper["feature_dim"])
 
     def start_at(self, value: float) -> None:
         """Output ``value`` (an accuracy in (0, 1)) for every input, as a start."""
@@ -189,7 +195,7 @@ class MeanNet(nn.Module):
         nn.init.constant_(self.head.bias, math.log(value / (1 - value)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.head(torch.relu(self.extractor(x)))).squeeze(-1)
+        return torch.sigmoid(super().forward(x))
 
 
 class Predictors(nn.Module):
