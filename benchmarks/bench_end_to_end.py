@@ -13,7 +13,7 @@ time = seconds of search when the epoch was recorded), the test top-1 of the fin
 weights, ``qtt leaderboard --test``), and the time Quick-Tune and ASHA need to reach random search's final
 best validation accuracy (the issue's goal: Quick-Tune within half the budget).
 
-    python benchmarks/bench_end_to_end.py [--budget 480] [--seeds 2] [--out bench-out/end-to-end] [--docs docs]
+    python benchmarks/bench_end_to_end.py [--budget 480] [--seeds 2] [--first-seed 0] [--out DIR] [--docs docs]
 
 Writes ``OUT/summary.json``, ``OUT/curves.csv`` and, with ``--docs``, ``DOCS/bench-end-to-end.md`` (table) and
 ``DOCS/bench-end-to-end.png`` (best validation top-1 vs time).
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=480, help="seconds of search per optimizer and seed")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds F .. F+N-1 (replications)")
     parser.add_argument("--train-per-class", type=int, default=200)
     parser.add_argument("--val-per-class", type=int, default=100)
     parser.add_argument("--test-per-class", type=int, default=100)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     counts = write_dataset(data, args.train_per_class, args.val_per_class, args.test_per_class)
     curves, records = [], []
     started = time.time()
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         runs = run_side_by_side(data / ".", args.out, args.budget, seed, args.weights, args.max_epochs)
         per_opt = {opt: best_over_time(run) for opt, run in runs.items()}
         target = float(per_opt["random"]["best_val"].iloc[-1])
@@ -169,8 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     table = pd.DataFrame(records)
     all_curves = pd.concat(curves, ignore_index=True)
     all_curves.to_csv(args.out / "curves.csv", index=False)
-    summary = {"budget_s": args.budget, "seeds": args.seeds, "images": counts, "weights": args.weights,
-               "max_epochs": args.max_epochs, "wall_s": round(time.time() - started, 1),
+    summary = {"budget_s": args.budget, "seeds": args.seeds, "first_seed": args.first_seed, "images": counts,
+               "weights": args.weights, "max_epochs": args.max_epochs, "wall_s": round(time.time() - started, 1),
                "cpu_count": os.cpu_count(), "runs": records}  # fmt: skip
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(table.to_string(index=False))
