@@ -191,7 +191,7 @@ def write_docs(table: pd.DataFrame, curves: pd.DataFrame, args, counts: dict) ->
     import matplotlib.pyplot as plt
 
     args.docs.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     colors = {"quicktune": "tab:blue", "asha": "tab:orange", "random": "tab:gray"}
     for (opt, seed), c in curves.groupby(["optimizer", "seed"]):
         ax.step(c["t_s"] / 60, c["best_val"], where="post", color=colors[opt], alpha=0.9 if seed == 0 else 0.5,
@@ -201,7 +201,7 @@ def write_docs(table: pd.DataFrame, curves: pd.DataFrame, args, counts: dict) ->
     ax.set_ylabel("best validation top-1 (%)")
     ax.set_title(f"qtt tune on Fashion-MNIST ({counts['train']} train images, tiny hub, 32 px, {args.weights} weights)",
                  fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the curves fill the axes
     fig.tight_layout()
     fig.savefig(args.docs / "bench-end-to-end.png", dpi=120)
 
