@@ -57,7 +57,7 @@ def _settings(priors: Path | None) -> TuneSettings:
 
 
 def _first_decisions(priors: Path | None, steps: int = 4) -> list[str]:
-    """The models a new search on a dataset like the run's proposes after its first pipeline; each
+    """The models a new search on a dataset like the run's proposes after its (random) first pipeline; each
     proposal is observed as that dataset would score its first epoch (GOOD 42.5 %, the others 7.5 %)."""
     optimizer = make_optimizer(_settings(priors), build_space(TINY.names), hub=TINY,
                                meta_features=list(META_FEATURES.values()))  # fmt: skip
@@ -88,9 +88,9 @@ def priors_dirs(tmp_path_factory):
 
 
 def test_a_runs_own_history_changes_the_next_runs_first_decisions(priors_dirs):
-    """Same seed, same pool, same observations: only the priors differ, and the decisions after the first
-    pipeline change (the learnt knowledge acts through the prior mean and, once the run has observations,
-    through the kernel)."""
+    """Same seed, same pool, same observations: only the priors differ, and the decisions after the random
+    first pipeline change. (With nothing observed the GP predicts its constant prior mean for every
+    configuration, so the learnt knowledge acts through the kernel once the run has observations.)"""
     without = _first_decisions(priors_dirs["without"])
     with_run = _first_decisions(priors_dirs["with"])
     assert with_run != without

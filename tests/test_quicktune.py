@@ -82,30 +82,15 @@ def test_ei_is_measured_against_the_incumbent_at_the_next_epoch():
     assert quicktune(surrogate).ask(history).pipeline_id == "e"
 
 
-def test_first_pipeline_is_random_unless_the_priors_tell_the_candidates_apart():
-    """Algorithm 1 draws the first pipeline at random; priors whose (learnt) mean ranks the unobserved
-    candidates pick it by equation 3 against 0 %, i.e. the best predicted accuracy per second."""
-    cheapest = quicktune(FakeSurrogate()).layout.ids[1]
-    flat = quicktune(FakeSurrogate(default_mean=30, epoch_costs={cheapest: 0.1}))
-    assert flat.ask({}).pipeline_id == flat.layout.ids[0]  # the seeded random order, not the cheapest
-    ranked = FakeSurrogate(means={"e": 60, "c": 50}, default_mean=10, epoch_costs={"e": 10.0, "c": 1.0})
-    first = quicktune(ranked).ask({})
-    assert (first.pipeline_id, first.start_epoch, first.end_epoch) == ("c", 0, 1)  # 50 %/s beats 6 %/s
-    assert first.predicted_val_top1 == 50
-    assert quicktune(ranked, use_cost=False).ask({}).pipeline_id == "e"  # without cost: the best predicted
-    assert ranked.fits() == []  # nothing observed, nothing fitted
-
-
 def test_fresh_pool_configuration_gets_the_next_id_and_leaves_the_pool():
     space = build_space(["dla46x_c", "mobilevit_xs"])
-    surrogate = FakeSurrogate(default_mean=10)
+    surrogate = FakeSurrogate(means={"pool-3": 90}, default_mean=10)
     opt = QuickTune.for_space(
         space, meta_features=META, model_names_map=None, model_column_names=None, max_epochs=5, delta_t=2,
         priors=surrogate, pool_size=8, seed=1,
     )  # fmt: skip
-    first = opt.ask({})  # nothing observed, all predicted alike: the pool's first (random) configuration
+    first = opt.ask({})  # nothing observed: the pool's first (random) configuration, as Algorithm 1 starts
     assert (first.pipeline_id, first.config, first.start_epoch, first.end_epoch) == ("p0001", opt.layout.pool[0], 0, 2)
-    surrogate.means = {"pool-3": 90}
     history = {"p0001": PipelineState("p0001", first.config, (50.0, 55.0), (1.0, 1.0), "ok")}
     second = opt.ask(history)
     assert (second.pipeline_id, second.config, second.start_epoch, second.end_epoch) == (
@@ -168,17 +153,17 @@ def test_every_refit_lets_the_observation_noise_learn_at_its_own_rate(schedule, 
 
 
 @pytest.mark.parametrize("with_priors", [True, False])
-def test_the_random_first_pipeline_follows_the_seed_and_without_priors_the_surrogate_is_fresh(with_priors):
+def test_the_first_pipeline_is_random_and_without_priors_the_surrogate_is_fresh(with_priors):
     built = []
 
     def new_surrogate(columns, seed):
         built.append((len(columns), seed))
-        return FakeSurrogate(default_mean=50)  # a fresh GP predicts every unobserved candidate alike
+        return FakeSurrogate(means={"a": 99})
 
-    priors = FakeSurrogate(default_mean=50) if with_priors else None
+    priors = FakeSurrogate(means={"a": 99}) if with_priors else None
     opt = quicktune(priors, new_surrogate=new_surrogate, seed=5)
     first = opt.ask({})
-    assert first.pipeline_id == opt.layout.ids[0]  # the seeded order's first
+    assert first.pipeline_id == opt.layout.ids[0]  # the seeded order's first, not the predicted best "a"
     assert opt.layout.ids != quicktune(priors, new_surrogate=new_surrogate, seed=6).layout.ids
     assert opt.use_meta == with_priors
     width = len(recorded().features.columns)
@@ -317,11 +302,3 @@ def test_a_resumed_quicktune_decides_as_the_uninterrupted_one(tmp_path):
     assert head + steps(resumed, run, 7) == uninterrupted
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [f"surrogate-{first._fitted_n:06d}"]
     assert not optimizer().load_state(tmp_path / "nothing")
-
-
-def test_without_priors_the_real_surrogate_keeps_the_random_first_pipeline():
-    """A fresh GP (constant mean) predicts every unobserved candidate alike, so the no-meta variant and
-    DyHPO-like runs still start as Algorithm 1 does, whatever the cost predictor says."""
-    for seed in (0, 1, 2):
-        opt = quicktune(None, seed=seed)
-        assert opt.ask({}).pipeline_id == opt.layout.ids[0]

@@ -5,8 +5,7 @@ surrogate (deep-kernel GP + cost MLP) on the run's observations, warm-started fr
 priors, (3) predicts every candidate's accuracy at its next fidelity ``τ = epochs + Δt`` and the seconds of
 those Δt epochs, and (4) proposes the candidate with the highest expected improvement per second
 (equation 3, :mod:`qtt_cli.optimizer.acquisition`). The very first pipeline is drawn at random
-(Algorithm 1, line 1) unless the priors' learnt mean tells the candidates apart with nothing observed; then
-equation 3 against a 0 % incumbent picks it (the best predicted accuracy per second).
+(Algorithm 1, line 1): with nothing observed there is no incumbent to improve on.
 
 Candidates are every started pipeline that may still be continued (not finished, failed or diverged; a
 first transient failure such as "out of memory" is retried once) plus the configurations not started yet:
@@ -234,18 +233,17 @@ class QuickTune(Optimizer):
         curveset, candidates = self.layout.build(pipelines, self)
         if len(candidates.rows) == 0:
             return None
-        observed = curveset.num_observations
+        if curveset.num_observations == 0:
+            # Algorithm 1, line 1: the first pipeline is drawn at random (the candidates are in a seeded random
+            # order). With nothing observed there is no incumbent, so EI is undefined; with a constant prior
+            # mean (no priors) every candidate is also predicted alike. The learnt mean of meta-learned
+            # priors could rank them here; that has not been measured, so the paper's rule stays.
+            return self._suggest(candidates, 0, pipelines)
         model = self._fitted(curveset, pipelines)
         # steps in flight on other workers: condition on the GP mean at their epochs (kriging believer,
         # qtt_cli.optimizer.pending); the fit above saw real observations only
         curveset = kriging_believer(model, curveset, pipelines)
         prediction = model.predict(curveset, candidates.rows, candidates.targets, candidates.epochs)
-        if observed == 0 and not _tells_apart(prediction.mean):
-            # Algorithm 1, line 1: the first pipeline is drawn at random (the candidates are in a seeded
-            # random order). That is what happens without priors or with a constant prior mean: every
-            # candidate is predicted alike. Priors with a learnt mean rank them, and equation 3 against the
-            # floor (0 %) then picks the best predicted accuracy per second (README "Replay benchmark").
-            return self._suggest(candidates, 0, pipelines)
         scores, z = self.scores(curveset, candidates, prediction, budget)
         if self.use_cost and self.acquisition.skip_unaffordable and budget is not None:
             affordable = np.asarray(prediction.cost_s, dtype=np.float64) <= budget.left_s
@@ -347,12 +345,6 @@ class QuickTune(Optimizer):
             self.last_fit = self._model.fit([observed], steps=s.refine_steps, lr=lr, seed=fit_seed, noise_lr=noise_lr)
             self._fitted_n = n
         return self._model
-
-
-def _tells_apart(mean: Any) -> bool:
-    """Whether predictions made with nothing observed differ between candidates (a learnt prior mean)."""
-    mean = np.asarray(mean, dtype=np.float64)
-    return bool(mean.size > 1 and np.ptp(mean) > 1e-6)
 
 
 class _SpaceLayout:
