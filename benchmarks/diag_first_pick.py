@@ -26,6 +26,7 @@ VARIANTS = ("quicktune", "quicktune-no-cost")
 
 
 def first_picks(args: argparse.Namespace) -> list[dict]:
+    from qtt_cli.bench.metrics import normalized_regret, regret_range
     from qtt_cli.bench.runner import assign_folds, make_optimizer
     from qtt_cli.metadataset import load_meta_dataset, without_degenerate
     from qtt_cli.surrogate import Surrogate
@@ -38,9 +39,7 @@ def first_picks(args: argparse.Namespace) -> list[dict]:
             curveset = without_degenerate(curveset)
         fold = next(k for k, members in enumerate(folds) if curveset.name in members)
         priors = Surrogate.load(Path(args.priors) / f"fold-{fold}")
-        best = np.array([c.max() for c in curveset.curves])
-        low = min(c.min() for c in curveset.curves)
-        regret = (best.max() - best) / (best.max() - low)
+        regret = normalized_regret(np.array([c.max() for c in curveset.curves]), *regret_range(curveset))
         first_cost_h = np.array([c[0] for c in curveset.costs]) / 3600
         first_acc = np.array([c[0] for c in curveset.curves])
         rows.append({"dataset": curveset.name, "pick": "random (expected)", "first_epoch_h": first_cost_h.mean(),
