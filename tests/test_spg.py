@@ -235,12 +235,12 @@ def test_cold_start_fills_the_optimizer_state_and_moves_no_weight(cache, tmp_pat
     seen = {}
     original = FinetuneWorker._cold_start
 
-    def spy(self, pid, run, config, deadline, notes):
+    def spy(self, run, config, deadline, notes):
         params = list(run.model.parameters()) + [p for ext in run.extensions for p in ext.parameters()]
         norm = next(m for m in run.model.modules() if isinstance(m, nn.BatchNorm2d))
         seen.update(params=params, before=[p.detach().clone() for p in params],
                     bn_before=norm.running_mean.clone(), lr_before=[g["lr"] for g in run.optimizer.param_groups])
-        cost = original(self, pid, run, config, deadline, notes)
+        cost = original(self, run, config, deadline, notes)
         seen.update(after=[p.detach().clone() for p in params], bn_after=norm.running_mean.clone(),
                     state=[{k: torch.as_tensor(v).clone() for k, v in run.optimizer.state[p].items()}
                            for p in params if p in run.optimizer.state],

@@ -75,9 +75,9 @@ def test_out_of_memory_in_the_spg_cold_start_halves_the_batch_size(digits_cache,
     original = worker_module.FinetuneWorker._cold_start
     check = _oom_above(16)
 
-    def cold_start(self, pid, run, config, deadline, notes):
+    def cold_start(self, run, config, deadline, notes):
         check(run.batch_size)
-        return original(self, pid, run, config, deadline, notes)
+        return original(self, run, config, deadline, notes)
 
     monkeypatch.setattr(worker_module.FinetuneWorker, "_cold_start", cold_start)
     result = make_worker(digits_cache, tmp_path).step("s", cfg(**SPG, spg_cold_start=1, batch_size=64), 0, 1)

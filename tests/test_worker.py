@@ -3,6 +3,7 @@ schedules, deadlines, failures and checkpoint files. A random-weights MobileNetV
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -53,6 +54,40 @@ def test_two_steps_equal_one_uninterrupted_step(cache, tmp_path, deterministic):
     assert_same_state(tmp_path / "whole", tmp_path / "split", "p1", 2)
     # the previous epoch's checkpoint is gone once the next is written
     assert not epoch_path(tmp_path / "split", "p1", 1).exists()
+
+
+def test_a_configuration_trains_the_same_whatever_its_pipeline_id(cache, tmp_path, deterministic):
+    # Pipeline ids are numbered in the order an optimizer starts pipelines; if they seeded training, one
+    # different early decision would reshuffle the noise of every later pipeline (and two optimizers could not
+    # be compared pipeline by pipeline). The random stream is the configuration's.
+    config = cfg(lr=3e-3, drop=0.3, mixup=0.8, mixup_prob=1.0, data_augmentation="trivial_augment")
+    first = make_worker(cache, tmp_path / "a").step("p0001", config, 0, 1)
+    later = make_worker(cache, tmp_path / "b").step("p0007", config, 0, 1)
+    other_seed = make_worker(cache, tmp_path / "c", seed=1).step("p0001", config, 0, 1)
+
+    assert first.status == later.status == other_seed.status == "ok"
+    assert first.epochs[0].train_loss == later.epochs[0].train_loss
+    assert first.epochs[0].val_loss == later.epochs[0].val_loss
+    assert_same_state(tmp_path / "a", tmp_path / "b", "p0001", 1, other_pid="p0007")
+    assert other_seed.epochs[0].train_loss != first.epochs[0].train_loss  # the run's seed still matters
+
+
+def test_a_configuration_keeps_its_random_stream_through_the_results_store(tmp_path):
+    # A resumed run rebuilds configurations from Parquet rows; their stream must not change on the way.
+    import pandas as pd
+
+    from qtt_cli.worker.seeding import config_stream
+
+    configs = [cfg(lr=3e-3, opt="sgd", opt_betas=None, momentum=0.9, weight_decay=1e-5),
+               cfg(lr=1e-4, linear_probing=True, sched="step", decay_rate=0.1, decay_epochs=5, clip_grad=1.0)]
+    pd.DataFrame([c.to_dict() for c in configs]).to_parquet(tmp_path / "c.parquet")
+    back = [PipelineConfig.from_dict(row) for row in pd.read_parquet(tmp_path / "c.parquet").to_dict("records")]
+    assert [config_stream(c) for c in back] == [config_stream(c) for c in configs]
+    assert config_stream(configs[0]) != config_stream(configs[1])
+    # ...and not through a batch size halved after running out of memory
+    assert config_stream(configs[0]) == config_stream(dataclasses.replace(configs[0], batch_size=8))
+    assert config_stream(configs[0]) != config_stream(cfg(lr=3e-3 * (1 + 1e-12), opt="sgd", opt_betas=None,
+                                                          momentum=0.9, weight_decay=1e-5))
 
 
 def test_optimizer_choices_reach_training(cache, tmp_path):

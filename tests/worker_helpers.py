@@ -21,11 +21,12 @@ def make_worker(cache, root: Path, **kwargs) -> FinetuneWorker:
     return FinetuneWorker(cache, parse_weights("random"), root, max_input_size=SIDE, device="cpu", **kwargs)
 
 
-def assert_same_state(root_a: Path, root_b: Path, pid: str, epoch: int) -> None:
-    """The epoch checkpoints of ``pid`` under two checkpoint roots hold the same training state: weights,
-    optimizer, schedule, best value and history (all but the timings), tensor for tensor."""
+def assert_same_state(root_a: Path, root_b: Path, pid: str, epoch: int, other_pid: str | None = None) -> None:
+    """The epoch checkpoints of ``pid`` under two checkpoint roots (``other_pid`` under the second, if given)
+    hold the same training state: weights, optimizer, schedule, best value and history (all but the timings),
+    tensor for tensor."""
     a = torch.load(epoch_path(root_a, pid, epoch), map_location="cpu", weights_only=True)
-    b = torch.load(epoch_path(root_b, pid, epoch), map_location="cpu", weights_only=True)
+    b = torch.load(epoch_path(root_b, other_pid or pid, epoch), map_location="cpu", weights_only=True)
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k

@@ -7,7 +7,7 @@ checkpoints after each, and returns a :class:`StepResult` whose status says what
 never raises; a wrong call (e.g. ``end_epoch > max_epochs``) does.
 
 Continuation is exact: a step that resumes from ``epoch-<s>.pt`` restores weights, optimizer, schedule, AMP
-scaler and RNG state and reseeds every generator per epoch from (seed, pipeline id, epoch), so k steps of one
+scaler and RNG state and reseeds every generator per epoch from (seed, configuration, epoch), so k steps of one
 epoch give the same weights as one step of k epochs (bit for bit on a deterministic device). When the same
 worker trained epoch ``s`` of the pipeline in its previous step, it continues from the run still in memory
 instead of reading that checkpoint back (``warm.py``); the checkpoint is written all the same.
@@ -79,7 +79,8 @@ class FinetuneWorker:
         max_epochs: the maximum fidelity; LR schedules span it, and no step may go beyond it.
         max_input_size: cap on the model input side (``qtt_cli.hub.preprocessing_for``).
         device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; default CUDA when available, else CPU.
-        seed: base seed; each pipeline's randomness derives from (seed, pipeline id, epoch).
+        seed: base seed; each pipeline's randomness derives from (seed, its configuration, epoch), not from
+                its id (``seeding.config_stream``).
         num_workers: data loader processes (0 = load in this process).
         keep_epoch_checkpoints: keep every epoch checkpoint instead of only the latest of each pipeline.
         warm: continue a pipeline from memory when its previous step ran on this worker (``warm.py``); False
@@ -206,8 +207,8 @@ class FinetuneWorker:
             try:
                 if run is None:
                     run = self._prepare(pid, config, e, notes, batch_size=batch_size)
-                    cold_start_cost = self._cold_start(pid, run, config, deadline, notes) if e == 0 else 0.0
-                seeding.reseed(seeding.stable_seed(self.seed, pid, "epoch", e), run.generator)
+                    cold_start_cost = self._cold_start(run, config, deadline, notes) if e == 0 else 0.0
+                seeding.reseed(self._seed(config, "epoch", e), run.generator)
                 group = run.optimizer.param_groups[0]
                 lr = float(group["lr"]) / group.get("lr_scale", 1.0)  # the schedule's LR, before layer decay
                 t0 = time.perf_counter()
@@ -244,7 +245,7 @@ class FinetuneWorker:
                 notes.append(_smaller_batch_note(run.batch_size, config))
         return run
 
-    def _cold_start(self, pid: str, run: _Run, config: PipelineConfig, deadline: float | None,
+    def _cold_start(self, run: _Run, config: PipelineConfig, deadline: float | None,
                     notes: list[str]) -> float:
         """Optimizer cold start (SPG paper, Sec. 4.1): the extensions' ``cold_start_epochs`` epochs of training
         with learning rate 0, so that Adam-type moment estimates settle on the new task before any weight
@@ -257,7 +258,7 @@ class FinetuneWorker:
         at the schedule's first LR). Its time is added to epoch 1's cost, so that cost predictions and the
         budget see it. With LR 0 no parameter moves under any optimizer of the space (decoupled weight decay is
         scaled by the LR, coupled weight decay only enters the moments); normalisation statistics adapt, as in
-        the paper (train mode). Each cold-start epoch is seeded from (seed, pipeline, "cold-start", i).
+        the paper (train mode). Each cold-start epoch is seeded from (seed, configuration, "cold-start", i).
         """
         epochs = max((ext.cold_start_epochs for ext in run.extensions), default=0)
         if epochs == 0:
@@ -270,7 +271,7 @@ class FinetuneWorker:
         try:
             for i in range(epochs):
                 _check_deadline(deadline)
-                seeding.reseed(seeding.stable_seed(self.seed, pid, "cold-start", i), run.generator)
+                seeding.reseed(self._seed(config, "cold-start", i), run.generator)
                 train_loss = self._train_epoch(run, config, deadline)
                 if not math.isfinite(train_loss):
                     raise _Diverged(f"training loss is {train_loss} in cold-start epoch {i + 1}")
@@ -281,6 +282,10 @@ class FinetuneWorker:
         notes.append(f"optimizer cold start: {epochs} epoch(s) at learning rate 0 before epoch 1 "
                      f"({cost:.2f} s, counted in epoch 1's cost)")
         return cost
+
+    def _seed(self, config: PipelineConfig, *parts: object) -> int:
+        """The seed of one use of ``config``'s random stream (keyed by configuration, not pipeline id)."""
+        return seeding.stable_seed(self.seed, seeding.config_stream(config), *parts)
 
     def _smaller(self, failed: int, epoch: int, notes: list[str]) -> int:
         """Half the batch size ``failed`` that ran out of memory, after freeing what the failed work held; the
@@ -317,7 +322,7 @@ class FinetuneWorker:
             batch_size = int(state.get("batch_size", config.batch_size)) if state is not None else config.batch_size
             if batch_size != config.batch_size:
                 notes.append(_smaller_batch_note(batch_size, config))
-        seeding.reseed(seeding.stable_seed(self.seed, pid, "init"))
+        seeding.reseed(self._seed(config, "init"))
         weights = parse_weights("random") if state is not None else self.weights
         model = create_model(config.model, self.num_classes, weights, drop_rate=config.drop)
         if state is not None:
@@ -333,7 +338,7 @@ class FinetuneWorker:
             model=model,
             num_classes=self.num_classes,
             device=self.device,
-            reference_model=lambda: self._reference_model(pid, config),
+            reference_model=lambda: self._reference_model(config),
             train_loader=lambda: make_loader(self.cache.train, eval_transform(pre), batch_size,
                                              shuffle=False, generator=None, num_workers=self.num_workers),
             resumed=state is not None,
@@ -384,11 +389,11 @@ class FinetuneWorker:
             run.history = list(state["history"])
         return run
 
-    def _reference_model(self, pid: str, config: PipelineConfig) -> nn.Module:
+    def _reference_model(self, config: PipelineConfig) -> nn.Module:
         """The pipeline's initial model (pretrained weights, or the same random init), frozen, for
         regularisers that compare against where finetuning started."""
         with torch.random.fork_rng(devices=[]):
-            seeding.reseed(seeding.stable_seed(self.seed, pid, "init"))
+            seeding.reseed(self._seed(config, "init"))
             model = create_model(config.model, self.num_classes, self.weights, drop_rate=0.0)
         model.requires_grad_(False)
         return model.eval().to(self.device)
