@@ -80,7 +80,7 @@ class FinetuneWorker:
         max_input_size: cap on the model input side (``qtt_cli.hub.preprocessing_for``).
         device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; default CUDA when available, else CPU.
         seed: base seed; each pipeline's randomness derives from (seed, its configuration, epoch), not from
-                its id (``seeding.config_stream``).
+            its id (``seeding.config_stream``).
         num_workers: data loader processes (0 = load in this process).
         keep_epoch_checkpoints: keep every epoch checkpoint instead of only the latest of each pipeline.
         warm: continue a pipeline from memory when its previous step ran on this worker (``warm.py``); False
