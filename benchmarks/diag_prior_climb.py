@@ -6,9 +6,9 @@ far. This script asks the priors, conditioned on nothing, for epoch 3 of every m
 epochs 1-2 (and for epoch 2 given epoch 1), and compares the predicted change with the recorded one, grouped
 by how much the curve climbed from epoch 1 to 2. Degenerate records are left out.
 
-``--priors DIR``: one priors directory (``metadata/quicktune``: in-sample, every dataset was in its training
-data), or a bench's fold-priors directory (``fold-0`` ... ``fold-5``): each dataset is then scored by the fold
-that left it out. CPU: about a minute.
+``--priors DIR``: one priors directory (``metadata/quicktune``: mostly in-sample, all but the datasets that
+meta-training held out for model selection), or a bench's fold-priors directory (``fold-0`` ... ``fold-5``):
+each dataset is then scored by the fold that left it out. CPU: about a minute.
 
     python benchmarks/diag_prior_climb.py --priors metadata/quicktune
     python benchmarks/diag_prior_climb.py --priors runs/bench/priors
@@ -65,7 +65,7 @@ def main() -> None:
             records.append((e1, e2, e3, p3, p2))
     data = np.array(records)
     e1, e2, e3, p3, p2 = data.T
-    print(f"{'held-out fold priors' if folded else 'one priors directory (in-sample)'}: {args.priors}, "
+    print(f"{'held-out fold priors' if folded else 'one priors directory (mostly in-sample)'}: {args.priors}, "
           f"{len(data)} curves of 3+ epochs")
     print("epoch 2 - epoch 1 | curves | recorded e3 - e2 | predicted e3 - e2 | recorded e2 - predicted e2")
     for lo, hi in CLIMBS:
