@@ -25,18 +25,12 @@ META_DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "quickt
 CLIMBS = ((-100, -2), (-2, 2), (2, 5), (5, 10), (10, 100))
 
 
-def unconditioned(directory: Path):
-    """The priors with the GP conditioned on nothing: predictions are the learnt prior mean."""
-    from qtt_cli.surrogate import Surrogate
-
-    priors = Surrogate.load(directory)
-    priors.hyper["max_context"] = 0
-    return priors
-
-
 def main() -> None:
+    from diag_run_bias import unconditioned
+
     from qtt_cli.bench.runner import assign_folds
     from qtt_cli.metadataset import load_meta_dataset, without_degenerate
+    from qtt_cli.surrogate import Surrogate
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--priors", type=Path, required=True)
@@ -47,10 +41,10 @@ def main() -> None:
     folded = (args.priors / "fold-0").is_dir()
     if folded:
         folds = assign_folds([cs.name for cs in curvesets], 6)
-        priors = {k: unconditioned(args.priors / f"fold-{k}") for k in range(len(folds))}
+        priors = {k: unconditioned(Surrogate.load(args.priors / f"fold-{k}")) for k in range(len(folds))}
         which = {name: k for k, members in enumerate(folds) for name in members}
     else:
-        single = unconditioned(args.priors)
+        single = unconditioned(Surrogate.load(args.priors))
     records = []
     for cs in curvesets:
         model = priors[which[cs.name]] if folded else single

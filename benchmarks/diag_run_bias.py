@@ -47,13 +47,17 @@ def rebuild(run: Path):
     return opt, History(rd.store).states(), rd
 
 
-def first_epochs(opt, pipelines: dict, model, *, observed: bool = True) -> np.ndarray:
-    """The predicted first epoch of every started pipeline (rows in ``pipelines`` order), ``model``
-    conditioned on what the run observed (``observed``) or on nothing (the priors' expectation)."""
-    from dataclasses import replace
+def unconditioned(model):
+    """A copy of ``model`` whose GP conditions on nothing: its predictions are the learnt prior mean (which still
+    sees each input's curve prefix)."""
+    prior = model.copy()
+    prior.hyper["max_context"] = 0
+    return prior
 
-    context = pipelines if observed else {pid: replace(p, curve=(), costs=()) for pid, p in pipelines.items()}
-    seen, _ = opt.layout.build(context, opt)
+
+def first_epochs(opt, pipelines: dict, model) -> np.ndarray:
+    """The predicted first epoch of every started pipeline (rows in ``pipelines`` order)."""
+    seen, _ = opt.layout.build(pipelines, opt)
     rows = np.arange(len(pipelines), dtype=np.int64)
     pred = model.predict(seen, rows, np.ones(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=np.int64))
     return np.asarray(pred.mean, dtype=np.float64)
@@ -63,7 +67,7 @@ def report(run: Path) -> None:
     opt, pipelines, rd = rebuild(run)
     pipelines = {pid: p for pid, p in pipelines.items() if p.curve}
     recorded = np.array([p.curve[0] for p in pipelines.values()])
-    prior_pred = first_epochs(opt, pipelines, opt._start, observed=False)
+    prior_pred = first_epochs(opt, pipelines, unconditioned(opt._start))
     loaded = opt.load_state(rd.optimizer) if rd.optimizer.is_dir() else False
     print(f"{run}: {len(recorded)} pipelines started, recorded first epoch {recorded.mean():.1f} "
           f"(best {recorded.max():.1f})")
@@ -84,8 +88,9 @@ def report(run: Path) -> None:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 2 else float("nan")
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b)[0]) if len(a) > 2 else float("nan")
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from diag_run_bias import rebuild
+from diag_run_bias import rebuild, unconditioned
 
 
 def states_before(records: list[dict], step: int) -> dict:
@@ -53,9 +53,7 @@ def trace(run: Path, asks: int) -> None:
         pred = model.predict(seen, cands.rows, cands.targets, cands.epochs)
         scores, _ = opt.scores(seen, cands, pred, None)
         scores = np.asarray(scores, dtype=np.float64)
-        unconditioned = model.copy()
-        unconditioned.hyper["max_context"] = 0  # the GP conditions on nothing: the prior mean, prefix seen
-        prior = unconditioned.predict(seen, cands.rows, cands.targets, cands.epochs)
+        prior = unconditioned(model).predict(seen, cands.rows, cands.targets, cands.epochs)
         best = max(max(p.curve) for p in pipelines.values() if p.curve)
         print(f"ask {k}: chose {chose} (recorded {actual}), incumbent {best:.1f}")
         top = list(np.argsort(-scores)[:4])
