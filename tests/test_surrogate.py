@@ -172,13 +172,16 @@ def test_predict_validates_its_requests(synthetic):
 
 
 def test_meta_training_lowers_held_out_nll(synthetic):
+    """The margin is 0.2 nats per point: an untrained surrogate's mean already keeps a started curve at its
+    last value (``MeanNet``), a fair first guess on these rising curves: held-out NLL -0.78 untrained, -1.12
+    meta-trained (-0.55 and -1.16 when the mean predicted levels)."""
     surrogate, report = meta_train(synthetic[:4], synthetic[4:], iterations=150, batch_size=128, lr=3e-3,
                                    eval_every=50, patience=3, seed=0)  # fmt: skip
     untrained = Surrogate.new(surrogate.layout.model_columns + list(TABLE_COLUMNS), scaler=surrogate.scaler)
     assert report["best_iteration"] > 0
-    assert report["best_val_nll"] < report["untrained_val_nll"] - 0.5, report["val_nll_curve"]
+    assert report["best_val_nll"] < report["untrained_val_nll"] - 0.2, report["val_nll_curve"]
     assert surrogate.nll(synthetic[4:]) == pytest.approx(report["best_val_nll"])
-    assert surrogate.nll(synthetic[4:]) < untrained.nll(synthetic[4:]) - 0.5
+    assert surrogate.nll(synthetic[4:]) < untrained.nll(synthetic[4:]) - 0.2
 
 
 def test_meta_training_on_real_curves_lowers_held_out_nll():
@@ -475,3 +478,52 @@ def test_the_learnt_prior_mean_ranks_configurations_the_run_has_not_observed(syn
     assert np.ptp(predicted["constant"]) < 1e-6  # alike: the constant mean, the same prior variance
     rank = np.corrcoef(np.argsort(np.argsort(predicted["learnt"])), np.argsort(np.argsort(final)))[0, 1]
     assert rank > 0.6, rank
+
+
+def test_an_untrained_change_mean_keeps_a_started_curve_at_its_last_value(synthetic):
+    """``mean="change"`` predicts a started curve as its last value moved by a learnt change that starts at
+    zero, and an unstarted configuration at a level: before meta-training, "the curve stays where it is"."""
+    surrogate = Surrogate.new(synthetic[0].features.columns, seed=0)
+    surrogate.nets.gp.set_mean_level(0.3)
+    cs = synthetic[0]
+    rows = np.flatnonzero(cs.lengths >= 3)[:6]
+    cuts = np.array([1, 2, 3, 1, 2, 3])[: len(rows)]
+    x = surrogate.layout.rows(cs, surrogate.scaler, rows, cuts + 1, cuts)
+    predicted = surrogate.nets.gp.mean_net(torch.from_numpy(x)).detach().numpy()
+    last = np.array([cs.curves[r][k - 1] for r, k in zip(rows, cuts, strict=True)]) / 100
+    np.testing.assert_allclose(predicted, last, atol=1e-5)
+    unstarted = surrogate.layout.rows(cs, surrogate.scaler, rows, cuts + 1, np.zeros(len(rows), int))
+    np.testing.assert_allclose(surrogate.nets.gp.mean_net(torch.from_numpy(unstarted)).detach().numpy(), 0.3,
+                               atol=1e-5)  # fmt: skip
+
+
+def test_meta_training_holds_the_gp_offset_at_zero_and_a_search_refit_moves_it(synthetic):
+    """With a learnt mean, the GP's constant is one dataset's offset from the meta-data's expectation.
+    Left free in meta-training it drifted with the last datasets seen (+0.2, i.e. 20 points, on the real
+    meta-dataset) and moved every prediction of the priors; a search's refit must still learn it."""
+    surrogate, _ = meta_train(synthetic[:4], synthetic[4:5], iterations=60, batch_size=128, lr=3e-3,
+                              eval_every=20, patience=3, seed=0)  # fmt: skip
+    constant = surrogate.nets.gp.mean_module.constant
+    assert constant.item() == 0.0
+    surrogate.fit([synthetic[5]], steps=20, lr=3e-3)
+    assert abs(constant.item()) > 1e-3
+
+
+def test_the_change_mean_predicts_held_out_next_epochs_better_than_a_level_mean(synthetic):
+    """A search continues a pipeline when its next epoch is predicted above the incumbent: the change from
+    the last epoch decides, a few points, and a mean that predicts levels reproduces the last value only to
+    within a few points. On held-out synthetic curves, epoch 3 given epochs 1-2 with nothing else observed
+    (the learnt prior mean): absolute error 4.4 -> 2.8, 4.0 -> 3.4, 4.3 -> 2.6 points on three data seeds
+    (this fixture is seed 0's)."""
+    held_out = synthetic[5]
+    rows = np.flatnonzero(held_out.lengths >= 3)
+    n = len(rows)
+    third = np.array([held_out.curves[r][2] for r in rows])
+    error = {}
+    for mean in ("learnt", "change"):
+        surrogate, _ = meta_train(synthetic[:4], synthetic[4:5], iterations=150, batch_size=128, lr=3e-3,
+                                  eval_every=50, patience=3, seed=0, hyper={"mean": mean})  # fmt: skip
+        surrogate.hyper["max_context"] = 0  # condition on nothing: the prior mean alone
+        predicted = surrogate.predict(held_out, rows, np.full(n, 3), np.full(n, 2)).mean
+        error[mean] = float(np.mean(np.abs(predicted - third)))
+    assert error["change"] < error["learnt"] - 0.5, error

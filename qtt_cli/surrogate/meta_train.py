@@ -93,7 +93,7 @@ def meta_train(
     best_state = _snapshot(surrogate)
     curve: list[list[float]] = [[0, untrained]] if val else []
     train_curve: list[list[float]] = []
-    trainer = _Trainer(surrogate, lr)
+    trainer = _Trainer(surrogate, lr, hold_offset=True)  # the GP constant stays 0 (see _Trainer)
     # Cosine decay to 5% of lr: switching datasets every step makes late full-rate steps jump between
     # dataset-specific optima (the validation NLL then oscillates instead of settling).
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(trainer.optimizer, T_max=iterations, eta_min=0.05 * lr)

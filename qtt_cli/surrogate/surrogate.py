@@ -51,7 +51,9 @@ DEFAULT_HYPER: dict[str, Any] = {
     "max_context": 256,  # observations the GP conditions on in predict()
     "batch_size": 256,  # observations per training step (Algorithm 2's batch)
     "horizon_targets": True,  # train on far-epoch targets too (see ``horizon_batch``), not only the next epoch
-    "mean": "learnt",  # the GP's prior mean: "learnt" (MeanNet, trained on the meta-data) or "constant"
+    # the GP's prior mean: "change" (MeanNet: a started curve's change from its last value, an unstarted
+    # one's level), "learnt" (MeanNet predicting levels throughout, files written before) or "constant"
+    "mean": "change",
 }
 
 
@@ -508,16 +510,27 @@ class _Trainer:
     priors, which are refitted at 1e-4 so as not to forget the meta-data, a rate at which 100 Adam steps
     move a weight by at most 0.01 — the run could never teach what SPG or HVP does. They hold nothing
     to forget.
+
+    With a learnt mean (``MeanNet``), ``hold_offset=True`` (meta-training) keeps the GP's constant at 0: it
+    is one dataset's offset from the meta-data's expectation, which has no meaning across datasets. Left
+    free, the likelihood barely pins it (the kernel absorbs a shared offset within a batch), so it drifted
+    with whichever datasets came last, to +0.2 (20 points) in one meta-training run, and every prediction
+    of the priors moved with it while the mean network's own squared error looked fine. A search's refit
+    (``Surrogate.fit``) lets it learn the run's offset.
     """
 
     METHOD_LR = 1e-2
 
-    def __init__(self, surrogate: Surrogate, lr: float, noise_lr: float | None = None) -> None:
+    def __init__(
+        self, surrogate: Surrogate, lr: float, noise_lr: float | None = None, *, hold_offset: bool = False
+    ) -> None:
         self.surrogate = surrogate
         self.nets = surrogate.nets
         self.mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.nets.likelihood, self.nets.gp)
         noise = list(self.nets.likelihood.parameters())
         taken = {id(p) for p in noise}
+        if hold_offset and self.nets.gp.mean_net is not None:
+            taken.add(id(self.nets.gp.mean_module.constant))
         named = [(name, p) for name, p in self.nets.named_parameters() if id(p) not in taken]
         methods = [p for name, p in named if name.endswith("method_embedding")]
         others = [p for name, p in named if not name.endswith("method_embedding")]
