@@ -4,7 +4,7 @@ Algorithm 1 (and ``QuickTune.ask``) starts with a random configuration. With a l
 can rank configurations before anything is observed; this script shows what equation 3 against a 0 %
 incumbent would pick (the best predicted accuracy per second; without cost, the best predicted accuracy).
 That rule was tried as the default (commit b97a39e) and reverted: better on the replay at 1 h, worse on the
-real-training benchmark (README, "The first pipeline chosen by the priors").
+real-training benchmark (docs/bench/replay-history.md, "The first pipeline chosen by the priors").
 
 For every dataset it prints, for each pick (fold priors that never saw the dataset): the recorded seconds of
 its first epoch in hours, its first-epoch accuracy, and the normalized regret of its best recorded epoch (how
