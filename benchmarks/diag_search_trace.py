@@ -1,9 +1,9 @@
 """One replayed search, step by step: what the optimizer expected of each step and what it got.
 
-The diagnosis behind the "The run's own noise" paragraph of docs/bench/replay-history.md: where the budget went (a plateau kept
-running on a latent spread, a slow starter dropped after two flat epochs). For each step it prints the
-pipeline, the epoch reached, the observed and predicted accuracy (mean ± latent std), the recorded and
-predicted seconds and the GP's observation noise after the step's refit; then the pipelines that took the
+The diagnosis behind the "The run's own noise" paragraph of docs/bench/replay-history.md: where the budget
+went (a plateau kept running on a latent spread, a slow starter dropped after two flat epochs). For each
+step it prints the pipeline, the epoch reached, the observed and predicted accuracy (mean ± latent std), the recorded
+and predicted seconds and the GP's observation noise after the step's refit; then the pipelines that took the
 most budget and whether the dataset's best configurations were ever started. Use development seeds only
 (the replication seeds are looked at once, by ``qtt bench``).
 
