@@ -236,23 +236,6 @@ def test_a_pipeline_trained_past_all_others_competes_with_the_overall_best_not_i
     assert quicktune(surrogate).ask(history).pipeline_id == "e"
 
 
-def test_a_posterior_incumbent_keeps_a_pipeline_whose_best_reading_was_lucky():
-    # a read 50, 60, 55: the surrogate puts a at 57 everywhere (its 60 was a lucky reading). Against the
-    # observed incumbent (60) continuing a to epoch 4 (57 ± 1) is worth almost nothing and the fresh e
-    # (56 at epoch 1, against a's 50 there) wins. Against the posterior incumbent (57 at every epoch of a)
-    # a's continuation has the larger EI, and e's 56 no longer beats a's epoch 1.
-    from qtt_cli.optimizer import AcquisitionSettings
-
-    history = {"a": state("a", [50.0, 60.0, 55.0])}
-    surrogate = FakeSurrogate(means={"a": 57, "e": 56}, default_mean=0, std=1.0)
-    assert quicktune(surrogate).ask(history).pipeline_id == "e"
-    posterior = quicktune(surrogate, acquisition=AcquisitionSettings(incumbent="posterior"))
-    suggestion = posterior.ask(history)
-    assert (suggestion.pipeline_id, suggestion.start_epoch, suggestion.end_epoch) == ("a", 3, 4)
-    with pytest.raises(ValueError, match="incumbent"):
-        AcquisitionSettings(incumbent="best")
-
-
 def test_cost_cooling_turns_ei_per_second_into_plain_ei_as_the_budget_runs_out():
     from qtt_cli.optimizer import AcquisitionSettings, BudgetStatus
 

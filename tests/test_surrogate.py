@@ -549,28 +549,3 @@ def test_shipped_priors_expect_a_climbing_curve_to_keep_climbing():
     assert np.mean(p3[climbed] - e2[climbed]) > 0.5 * np.mean(e3[climbed] - e2[climbed]) > 0
     assert np.mean(np.abs(p3[climbed] - e3[climbed])) < 8
     assert np.mean(np.abs(p3[flat] - e3[flat])) < 4
-
-
-def test_the_posterior_curve_pulls_a_lucky_reading_towards_its_neighbours():
-    """The plug-in incumbent reads the surrogate's latent mean at each recorded epoch. A reading 15 points
-    above its curve (a lucky epoch) must come out well below that reading, while the other readings stay,
-    on average, within the priors' learnt observation noise (6.3 points) of what was recorded."""
-    from qtt_cli.optimizer.acquisition import posterior_curves
-
-    if not (META_DATASET / "table.csv").is_file():
-        pytest.skip(f"Quick-Tune meta-dataset not found at {META_DATASET} (it lives in ../shared next to the repo)")
-    priors = Surrogate.load(PRIORS_DIR)
-    (cs,) = load_meta_dataset(META_DATASET, datasets=["PLK"])
-    cs = without_degenerate(cs)
-    rows = np.flatnonzero(cs.lengths >= 8)[:12]
-    curves = [np.asarray(cs.curves[r][:8], dtype=np.float64).copy() for r in rows]
-    lucky = curves[0].copy()
-    lucky[5] = min(lucky[5] + 15.0, 100.0)
-    observed = cs.subset(rows).with_observations([lucky, *curves[1:]], [np.asarray(cs.costs[r][:8]) for r in rows])
-    smoothed = posterior_curves(priors, observed)
-    assert [len(c) for c in smoothed] == [8] * len(rows)
-    assert smoothed[0][5] < lucky[5] - 5.0
-    others = np.concatenate([np.delete(smoothed[0], 5) - np.delete(lucky, 5)]
-                            + [s - c for s, c in zip(smoothed[1:], curves[1:], strict=True)])
-    noise = 100.0 * float(priors.nets.likelihood.noise.item()) ** 0.5
-    assert np.mean(np.abs(others)) < noise

@@ -49,7 +49,6 @@ OPTIMIZERS: dict[str, tuple[str, bool]] = {
     "quicktune": ("Quick-Tune", True),
     "quicktune-cooled": ("Quick-Tune + cost cooling", True),
     "quicktune-run-noise": ("Quick-Tune + run's noise", True),
-    "quicktune-posterior-incumbent": ("Quick-Tune, posterior incumbent", True),
 }
 
 
@@ -60,7 +59,6 @@ class _Variant(NamedTuple):
     cost: bool  # EI per predicted second (else plain EI)
     cooling: bool = False  # cost cooling (planned with the budget)
     run_noise: bool = False  # the GP's noise learns at its own, faster rate (FitSchedule.noise_lr)
-    incumbent: str = "observed"  # AcquisitionSettings.incumbent
 
 
 RUN_NOISE_LR = 1e-2  # the noise's rate in quicktune-run-noise (the method embeddings' rate; not tuned)
@@ -72,7 +70,6 @@ _VARIANTS: dict[str, _Variant] = {
     "quicktune": _Variant(meta=True, cost=True),
     "quicktune-cooled": _Variant(meta=True, cost=True, cooling=True),
     "quicktune-run-noise": _Variant(meta=True, cost=True, run_noise=True),
-    "quicktune-posterior-incumbent": _Variant(meta=True, cost=True, incumbent="posterior"),
 }
 
 RESULTS_FILE = "results.csv"
@@ -187,9 +184,7 @@ def make_optimizer(name: str, curveset: CurveSet, *, priors: Any, seed: int, del
     variant = _VARIANTS[name]
     if variant.meta and priors is None:
         raise ValueError(f"{name} needs meta-learned priors")
-    acquisition = AcquisitionSettings(
-        cost_cooling=variant.cooling, skip_unaffordable=variant.cooling, incumbent=variant.incumbent
-    )
+    acquisition = AcquisitionSettings(cost_cooling=variant.cooling, skip_unaffordable=variant.cooling)
     schedule = FitSchedule(noise_lr=RUN_NOISE_LR) if variant.run_noise else FitSchedule()
     return QuickTune.for_recorded(
         curveset, delta_t=delta_t, priors=priors if variant.meta else None, use_cost=variant.cost, seed=seed,

@@ -24,12 +24,11 @@ Accuracies are maximised (the meta-dataset records validation top-1 in percent).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from scipy.special import ndtr
 
-__all__ = ["best_at_fidelity", "cost_aware_score", "expected_improvement", "posterior_curves"]
+__all__ = ["best_at_fidelity", "cost_aware_score", "expected_improvement"]
 
 _TWO_PI_SQRT = np.sqrt(2.0 * np.pi)
 
@@ -86,19 +85,3 @@ def cost_aware_score(
         raise ValueError("predicted costs must be positive and finite")
     cost = np.maximum(cost, cost_floor * float(np.median(cost)))
     return ei / cost**cost_exponent
-
-
-def posterior_curves(model: Any, curveset: Any) -> list[np.ndarray]:
-    """Every recorded curve with each epoch replaced by the surrogate's latent mean there, given the epochs
-    before it (the same input the GP was conditioned on), for the plug-in incumbent.
-
-    Each value is the GP's estimate of the accuracy without the reading's noise: a lucky epoch is pulled
-    towards its neighbours, so the best of these values is not biased upward the way the best reading is.
-    """
-    lengths = np.asarray(curveset.lengths, dtype=np.int64)
-    if lengths.sum() == 0:
-        return [np.asarray(c, dtype=np.float64) for c in curveset.curves]
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    epochs = np.concatenate([np.arange(1, k + 1) for k in lengths])
-    mean = np.asarray(model.predict(curveset, rows, epochs, epochs - 1).mean, dtype=np.float64)
-    return list(np.split(mean, np.cumsum(lengths)[:-1]))

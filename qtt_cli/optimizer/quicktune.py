@@ -48,12 +48,7 @@ import pandas as pd
 from ConfigSpace import ConfigurationSpace
 
 from qtt_cli.metadataset import CurveSet
-from qtt_cli.optimizer.acquisition import (
-    best_at_fidelity,
-    cost_aware_score,
-    expected_improvement,
-    posterior_curves,
-)
+from qtt_cli.optimizer.acquisition import best_at_fidelity, cost_aware_score, expected_improvement
 from qtt_cli.optimizer.base import BudgetStatus, Optimizer, PipelineState, Suggestion, next_pipeline_id
 from qtt_cli.optimizer.candidates import sampled_pool, started_configs
 from qtt_cli.optimizer.pending import kriging_believer
@@ -89,7 +84,7 @@ class FitSchedule:
 
     ``noise_lr``: a separate, faster rate for the GP's observation noise, so that it follows the run's own
     data (None: ``lr``, the noise stays near the priors', the meta-dataset's average of about 6 points).
-    Measured as the bench ablation ``quicktune-run-noise`` (1e-2; docs/bench/replay-history.md): it stops
+    Measured as the bench ablation ``quicktune-run-noise`` (1e-2; README "Replay benchmark"): it stops
     plateaued pipelines from running on a latent spread made of the priors' noise, and gains at 4 h and
     16 h, but it also makes two flat early epochs of a slow starter look conclusive, drops such pipelines
     and loses at 1 h by more than it gains later; so it is off by default.
@@ -112,19 +107,16 @@ class AcquisitionSettings:
     of the budget left (CArBO's cost cooling, Lee et al. 2020): EI per second at the start, plain EI at the
     end. It targets a known weakness of EI per second: it keeps favouring cheap steps for the whole run,
     and on datasets where the good models are the expensive ones a long budget goes to cheap, weaker
-    pipelines. In the replay benchmark it did worse at every budget (docs/bench/replay-history.md), so
-    equation 3 stays the default.
+    pipelines. In the replay benchmark it did worse at every budget (README "Replay benchmark"), so equation 3 stays the
+    default.
 
     ``skip_unaffordable`` (off by default): when the budget is known, a step whose predicted cost exceeds
     the budget left is not proposed while an affordable one exists (it would be cut off at the deadline).
     It is only as good as the cost predictor, which under-predicts on datasets unlike its meta-data.
 
-    ``incumbent``: what ``y*_τ`` is read from. ``"observed"`` (the paper): the recorded accuracies.
-    ``"posterior"``: the surrogate's latent mean at every recorded epoch (the plug-in incumbent of noisy
-    Bayesian optimisation). A validation accuracy is a noisy reading; the best reading of a run is biased
-    upward by that noise, and against it the pipeline that produced it looks unable to improve (in a real
-    run, the best pipeline read 58.5 % and then 55.2 %, was predicted 57.0 ± 2.4 % next, and lost EI to new
-    pipelines against its own lucky epoch).
+    The incumbent ``y*_τ`` is read from the recorded accuracies, as in the paper. A plug-in incumbent (the
+    surrogate's latent mean at every recorded epoch, which a lucky reading does not lift) was measured and
+    removed: on the replay it was worse at every budget (docs/bench/replay-history.md).
     """
 
     xi: float = 0.0  # EI margin in accuracy points
@@ -132,11 +124,6 @@ class AcquisitionSettings:
     cost_floor: float = 0.01  # costs are clipped below at this fraction of the median predicted cost
     cost_cooling: bool = False
     skip_unaffordable: bool = False
-    incumbent: str = "observed"  # "observed" | "posterior"
-
-    def __post_init__(self) -> None:
-        if self.incumbent not in ("observed", "posterior"):
-            raise ValueError(f"incumbent must be 'observed' or 'posterior', not {self.incumbent!r}")
 
     def exponent(self, budget: BudgetStatus | None) -> float:
         """The cost exponent for a search at ``budget`` (None: budget unknown, no cooling)."""
@@ -261,7 +248,7 @@ class QuickTune(Optimizer):
         # qtt_cli.optimizer.pending); the fit above saw real observations only
         curveset = kriging_believer(model, curveset, pipelines)
         prediction = model.predict(curveset, candidates.rows, candidates.targets, candidates.epochs)
-        scores, z = self.scores(curveset, candidates, prediction, budget, model=model)
+        scores, z = self.scores(curveset, candidates, prediction, budget)
         if self.use_cost and self.acquisition.skip_unaffordable and budget is not None:
             affordable = np.asarray(prediction.cost_s, dtype=np.float64) <= budget.left_s
             if affordable.any():
@@ -275,15 +262,11 @@ class QuickTune(Optimizer):
         )
 
     def scores(
-        self, curveset: CurveSet, candidates: _Candidates, prediction: Any, budget: BudgetStatus | None = None,
-        *, model: SurrogateLike | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        self, curveset: CurveSet, candidates: _Candidates, prediction: Any, budget: BudgetStatus | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Equation 3 for every candidate (cost exponent cooled with the budget), and the standardised
-        improvement ``z`` (the tie-breaker). ``model``: the fitted surrogate, for the posterior incumbent."""
-        curves = curveset.curves
-        if self.acquisition.incumbent == "posterior" and model is not None:
-            curves = posterior_curves(model, curveset)
-        incumbent = best_at_fidelity(curves, candidates.targets)
+        improvement ``z`` (the tie-breaker)."""
+        incumbent = best_at_fidelity(curveset.curves, candidates.targets)
         mean = np.asarray(prediction.mean, dtype=np.float64)
         std = np.asarray(prediction.std, dtype=np.float64)
         a = self.acquisition
