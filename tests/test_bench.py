@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -155,9 +156,46 @@ def test_qtt_bench_writes_results_table_plot_and_page_and_never_meta_trains_on_t
     plot = base64.b64encode((out / "regret.png").read_bytes()).decode("ascii")
     assert f'src="data:image/png;base64,{plot}"' in page
     assert page.count("<tr data-optimizer=") == 5 and 'id="paired"' in page and "4..4" in page
-    folds = [json.loads(p.read_text())["key"]["split"] for p in sorted(out.glob("priors/fold-*/fold.json"))]
+    folds = [json.loads(p.read_text())["key"]["split"] for p in sorted(out.glob("priors/seed-4/fold-*/fold.json"))]
     assert folds and all(not set(f["test"]) & set(f["train"] + f["val"]) for f in folds)
     assert {"d0", "d1"} <= {name for f in folds for name in f["test"]}
+
+
+def test_each_seed_meta_trains_its_own_fold_priors_unless_they_are_shared(tiny_meta_dataset, tmp_path, monkeypatch):
+    """Meta-training is deterministic on one machine but not across CPUs, so one shared draw of the fold
+    priors made a whole bench depend on it; by default each search seed uses priors of its own meta seed."""
+    import qtt_cli.surrogate as surrogate_package
+    from qtt_cli.bench import runner
+
+    seen: list[tuple[str, int, Path]] = []
+    real_task, real_meta = runner._run_task, surrogate_package.meta_train
+    meta_seeds: list[int] = []
+
+    def spy_task(task):
+        seen.append((task.dataset, task.seed, Path(task.priors_dir).relative_to(tmp_path / "b")))
+        return real_task(task)
+
+    def spy_meta(*args, **kwargs):
+        meta_seeds.append(kwargs["seed"])
+        return real_meta(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_run_task", spy_task)
+    monkeypatch.setattr(surrogate_package, "meta_train", spy_meta)
+    common = dict(meta_dataset=tiny_meta_dataset, budgets_s=(300.0,), seeds=2, first_seed=3, datasets=("d0",),
+                  folds=2, meta_iterations=2, optimizers=("quicktune",))  # fmt: skip
+    runner.run_bench(runner.BenchSettings(out=tmp_path / "b", **common))
+    fold = runner.assign_folds(["d0", "d1", "d2", "d3"], 2)
+    k = next(i for i, f in enumerate(fold) if "d0" in f)
+    assert sorted(seen) == [("d0", 3, Path(f"priors/seed-3/fold-{k}")), ("d0", 4, Path(f"priors/seed-4/fold-{k}"))]
+    assert sorted(meta_seeds) == [3000 + k, 4000 + k]
+    a, b = (tmp_path / "b" / f"priors/seed-{s}/fold-{k}/surrogate.safetensors" for s in (3, 4))
+    assert a.read_bytes() != b.read_bytes()
+
+    seen.clear()
+    meta_seeds.clear()
+    runner.run_bench(runner.BenchSettings(out=tmp_path / "b", shared_priors=True, **common))
+    assert sorted(seen) == [("d0", 3, Path(f"priors/fold-{k}")), ("d0", 4, Path(f"priors/fold-{k}"))]
+    assert meta_seeds == [k]
 
 
 def test_qtt_bench_rejects_bad_input_with_a_message(tmp_path):

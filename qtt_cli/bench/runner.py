@@ -5,9 +5,16 @@ Protocol (Section 6 and Appendix A.1 of the Quick-Tune paper):
 - Leave-datasets-out meta-training: the datasets are split into ``folds`` folds; the priors used on a dataset
   are meta-trained on the other folds only (a few of those datasets held out for early stopping), so a
   dataset is never in the meta-training data of its own benchmark run. Each fold's surrogate is cached in
-  ``OUT/priors/fold-K`` and reused only when the fold, the meta-training settings, their defaults and the
-  code that meta-trains are unchanged (a hash of the ``surrogate`` and ``metadataset`` sources is part of
+  ``OUT/priors/seed-S/fold-K`` and reused only when the fold, the meta-training settings, their defaults and
+  the code that meta-trains are unchanged (a hash of the ``surrogate`` and ``metadataset`` sources is part of
   the key). Meta-training leaves out the meta-dataset's degenerate records (``qtt_cli.metadataset.degenerate``).
+- Priors per seed (the default): search seed ``S`` uses fold priors meta-trained with seed ``1000 S + K``, so
+  the seeds also sample the meta-training's randomness. Meta-training is deterministic on one machine but not
+  across CPUs, and shared priors made every search of a bench depend on one draw of them: the same code rerun
+  on another machine moved the mean regret by 0.015-0.020 (docs/bench/posterior-incumbent-paper-s012), more
+  than the standard error over dataset x seed pairs said. ``shared_priors`` (``--shared-priors``) restores
+  one set of fold priors for all seeds (meta seed ``K``, in ``OUT/priors/fold-K``; the protocol of the
+  benchmarks before this option).
 - ``drop_degenerate``: those records are also removed from the replayed candidates (and from the regret
   range), so that a gain cannot come from them; off by default (the paper's protocol).
 - Each (dataset, optimizer, seed) search runs once with the largest budget, and the smaller budgets are read
@@ -98,6 +105,7 @@ class BenchSettings:
         workers: simulated parallel workers per search (``qtt tune --workers``): W steps in flight, the
             budget in wall-clock seconds of recorded cost (:mod:`qtt_cli.bench.parallel`).
         drop_degenerate: remove the meta-dataset's degenerate records from the replayed candidates.
+        shared_priors: one set of fold priors for every seed (else each seed meta-trains its own).
     """
 
     meta_dataset: Path
@@ -114,6 +122,7 @@ class BenchSettings:
     meta_options: dict[str, Any] = field(default_factory=dict)
     drop_degenerate: bool = False
     workers: int = 1
+    shared_priors: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -215,18 +224,23 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
 
     folds = assign_folds(names, settings.folds)
     fold_of = {name: k for k, fold in enumerate(folds) for name in fold}
-    priors_dirs: dict[int, Path] = {}
+    seeds = range(settings.first_seed, settings.first_seed + settings.seeds)
+    priors_dirs: dict[tuple[int, int], Path] = {}
     if any(OPTIMIZERS[o][1] for o in settings.optimizers):
-        needed = sorted({fold_of[n] for n in bench_names})
-        jobs = [(curvesets, folds, k, settings, out / "priors" / f"fold-{k}") for k in needed]
+        needed = [(k, s) for k in sorted({fold_of[n] for n in bench_names}) for s in _priors_seeds(settings)]
+        jobs = [((k, s), (curvesets, folds, k, settings, _priors_dir(out, settings, k, s), meta_seed(k, s)))
+                for k, s in needed]  # fmt: skip
         progress("meta-training", 0, len(needed))
-        for i, (k, directory) in enumerate(_map(_fold_priors_job, jobs, settings.jobs)):
-            priors_dirs[k] = directory
+        for i, (key, directory) in enumerate(_map(_fold_priors_job, jobs, settings.jobs)):
+            priors_dirs[key] = directory
             progress("meta-training", i + 1, len(needed))
 
-    seeds = range(settings.first_seed, settings.first_seed + settings.seeds)
+    def priors_of(name: str, seed: int) -> str:
+        directory = priors_dirs.get((fold_of[name], None if settings.shared_priors else seed))
+        return str(directory or "")
+
     tasks = [
-        _Task(settings.meta_dataset, name, opt, seed, str(priors_dirs.get(fold_of[name], "")), settings.delta_t,
+        _Task(settings.meta_dataset, name, opt, seed, priors_of(name, seed), settings.delta_t,
               budget, settings.drop_degenerate, settings.workers)
         for name in bench_names for opt in settings.optimizers for seed in seeds
         for budget in (sorted(settings.budgets_s) if plans_with_budget(opt) else [max(settings.budgets_s)])
@@ -305,20 +319,39 @@ def _map(function: Callable, items: Sequence, jobs: int) -> Iterator:
 # --------------------------------------------------------------------------- fold priors
 
 
-def _fold_priors_job(args: tuple) -> tuple[int, Path]:
-    curvesets, folds, k, settings, directory = args
-    return k, fold_priors(curvesets, folds, k, settings, directory)
+def _priors_seeds(settings: BenchSettings) -> list[int | None]:
+    """The search seeds that meta-train their own fold priors (``[None]``: one set shared by all seeds)."""
+    if settings.shared_priors:
+        return [None]
+    return list(range(settings.first_seed, settings.first_seed + settings.seeds))
 
+
+def _priors_dir(out: Path, settings: BenchSettings, k: int, seed: int | None) -> Path:
+    return out / "priors" / (f"fold-{k}" if seed is None else f"seed-{seed}/fold-{k}")
+
+
+def meta_seed(k: int, seed: int | None) -> int:
+    """The meta-training seed of fold ``k``'s priors for search seed ``seed`` (None: shared priors)."""
+    return k if seed is None else 1000 * seed + k
+
+
+def _fold_priors_job(args: tuple) -> tuple[tuple, Path]:
+    key, (curvesets, folds, k, settings, directory, seed) = args
+    return key, fold_priors(curvesets, folds, k, settings, directory, seed=seed)
 
 
 def fold_priors(curvesets: Sequence[CurveSet], folds: list[list[str]], k: int, settings: BenchSettings,
-                directory: Path) -> Path:  # fmt: skip
-    """Meta-train fold ``k``'s priors on the datasets outside it, or reuse the cached ones."""
+                directory: Path, *, seed: int | None = None) -> Path:  # fmt: skip
+    """Meta-train fold ``k``'s priors on the datasets outside it, or reuse the cached ones. ``seed``: the
+    meta-training seed (default ``k``, the shared priors')."""
     from qtt_cli.surrogate import Surrogate, SurrogateFileError
 
+    seed = k if seed is None else seed
     split = fold_split([cs.name for cs in curvesets], folds, k)
     key = {"split": split, "iterations": settings.meta_iterations, "options": settings.meta_options,
            "meta_dataset": str(Path(settings.meta_dataset).resolve()), **meta_training_fingerprint()}  # fmt: skip
+    if seed != k:  # the shared priors' key is unchanged, so their caches stay valid
+        key["meta_seed"] = seed
     stamp = directory / "fold.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
         try:
@@ -331,7 +364,7 @@ def fold_priors(curvesets: Sequence[CurveSet], folds: list[list[str]], k: int, s
     by_name = {cs.name: without_degenerate(cs) for cs in curvesets}
     train = [by_name[n] for n in split["train"]]
     val = [by_name[n] for n in split["val"]]
-    surrogate, report = meta_train(train, val, iterations=settings.meta_iterations, seed=k, **settings.meta_options)
+    surrogate, report = meta_train(train, val, iterations=settings.meta_iterations, seed=seed, **settings.meta_options)
     surrogate.save(directory)
     stamp.write_text(json.dumps({"key": key, "report": _plain(report)}, indent=1))
     return directory
@@ -374,6 +407,7 @@ class _Task:
     budget_s: float
     drop_degenerate: bool = False
     workers: int = 1
+    shared_priors: bool = False
 
 
 _CACHE: dict[str, Any] = {}

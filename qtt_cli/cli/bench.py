@@ -43,6 +43,9 @@ def bench_command(
     drop_degenerate: Annotated[
         bool, typer.Option(help="Remove the meta-dataset's degenerate linear-probing records from the candidates.")
     ] = False,
+    shared_priors: Annotated[
+        bool, typer.Option(help="One set of fold priors for all seeds (default: each seed meta-trains its own).")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Replay every optimizer on recorded curves: normalized regret and rank at each budget, table and plot."""
@@ -68,6 +71,7 @@ def bench_command(
             jobs=jobs,
             workers=workers,
             drop_degenerate=drop_degenerate,
+            shared_priors=shared_priors,
         )
         result = _run(settings, run_bench, console, quiet)
     _show(result, settings, budget_list, console)
