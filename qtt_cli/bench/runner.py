@@ -225,10 +225,11 @@ def run_bench(settings: BenchSettings, progress: Callable[[str, int, int], None]
     folds = assign_folds(names, settings.folds)
     fold_of = {name: k for k, fold in enumerate(folds) for name in fold}
     seeds = range(settings.first_seed, settings.first_seed + settings.seeds)
-    priors_dirs: dict[tuple[int, int], Path] = {}
+    priors_dirs: dict[tuple[int, int | None], Path] = {}
     if any(OPTIMIZERS[o][1] for o in settings.optimizers):
-        needed = [(k, s) for k in sorted({fold_of[n] for n in bench_names}) for s in _priors_seeds(settings)]
-        jobs = [((k, s), (curvesets, folds, k, settings, _priors_dir(out, settings, k, s), meta_seed(k, s)))
+        priors_seeds = [None] if settings.shared_priors else list(seeds)  # None: one set for all seeds
+        needed = [(k, s) for k in sorted({fold_of[n] for n in bench_names}) for s in priors_seeds]
+        jobs = [((k, s), (curvesets, folds, k, settings, _priors_dir(out, k, s), _meta_seed(k, s)))
                 for k, s in needed]  # fmt: skip
         progress("meta-training", 0, len(needed))
         for i, (key, directory) in enumerate(_map(_fold_priors_job, jobs, settings.jobs)):
@@ -319,18 +320,11 @@ def _map(function: Callable, items: Sequence, jobs: int) -> Iterator:
 # --------------------------------------------------------------------------- fold priors
 
 
-def _priors_seeds(settings: BenchSettings) -> list[int | None]:
-    """The search seeds that meta-train their own fold priors (``[None]``: one set shared by all seeds)."""
-    if settings.shared_priors:
-        return [None]
-    return list(range(settings.first_seed, settings.first_seed + settings.seeds))
-
-
-def _priors_dir(out: Path, settings: BenchSettings, k: int, seed: int | None) -> Path:
+def _priors_dir(out: Path, k: int, seed: int | None) -> Path:
     return out / "priors" / (f"fold-{k}" if seed is None else f"seed-{seed}/fold-{k}")
 
 
-def meta_seed(k: int, seed: int | None) -> int:
+def _meta_seed(k: int, seed: int | None) -> int:
     """The meta-training seed of fold ``k``'s priors for search seed ``seed`` (None: shared priors)."""
     return k if seed is None else 1000 * seed + k
 
@@ -407,7 +401,6 @@ class _Task:
     budget_s: float
     drop_degenerate: bool = False
     workers: int = 1
-    shared_priors: bool = False
 
 
 _CACHE: dict[str, Any] = {}
