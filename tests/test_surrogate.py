@@ -91,6 +91,15 @@ def test_load_refuses_a_directory_without_a_surrogate(tmp_path):
         Surrogate.load(tmp_path)
 
 
+def test_load_names_a_setting_it_does_not_know_instead_of_failing_with_a_traceback(synthetic, tmp_path):
+    Surrogate.new(synthetic[0].features.columns, seed=0).save(tmp_path)
+    config = json.loads((tmp_path / "surrogate.json").read_text())
+    config["hyper"]["mean"] = "from-the-future"
+    (tmp_path / "surrogate.json").write_text(json.dumps(config))
+    with pytest.raises(SurrogateFileError, match="from-the-future"):
+        Surrogate.load(tmp_path)
+
+
 def test_cost_predictions_are_positive_seconds(synthetic):
     surrogate = Surrogate.new(synthetic[0].features.columns, seed=0)
     surrogate.fit(synthetic[:3], steps=250, lr=3e-3)

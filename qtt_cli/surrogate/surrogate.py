@@ -153,7 +153,8 @@ class Surrogate:
             hyper = {**DEFAULT_HYPER, "horizon_targets": False, "mean": "constant", **payload["hyper"]}
             nets = Predictors(layout, hyper)
             nets.load_state_dict(_with_method_defaults(load_file(str(weights)), nets))
-        except (KeyError, TypeError, json.JSONDecodeError, RuntimeError) as exc:
+        # ValueError: a setting this version does not know (e.g. a GP mean written by another qtt)
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError, RuntimeError) as exc:
             raise SurrogateFileError(f"cannot read the surrogate in {str(directory)!r}: {exc}") from exc
         return cls(layout, scaler, hyper, nets, dict(payload.get("info") or {}))
 
