@@ -188,16 +188,13 @@ def test_predict_validates_its_requests(synthetic):
 
 
 def test_meta_training_lowers_held_out_nll(synthetic):
-    """The margin is 0.2 nats per point: an untrained surrogate's mean already keeps a started curve at its
-    last value (``MeanNet``), a fair first guess on these rising curves: held-out NLL -0.78 untrained, -1.12
-    meta-trained (-0.55 and -1.16 when the mean predicted levels)."""
     surrogate, report = meta_train(synthetic[:4], synthetic[4:], iterations=150, batch_size=128, lr=3e-3,
                                    eval_every=50, patience=3, seed=0)  # fmt: skip
     untrained = Surrogate.new(surrogate.layout.model_columns + list(TABLE_COLUMNS), scaler=surrogate.scaler)
     assert report["best_iteration"] > 0
-    assert report["best_val_nll"] < report["untrained_val_nll"] - 0.2, report["val_nll_curve"]
+    assert report["best_val_nll"] < report["untrained_val_nll"] - 0.5, report["val_nll_curve"]
     assert surrogate.nll(synthetic[4:]) == pytest.approx(report["best_val_nll"])
-    assert surrogate.nll(synthetic[4:]) < untrained.nll(synthetic[4:]) - 0.2
+    assert surrogate.nll(synthetic[4:]) < untrained.nll(synthetic[4:]) - 0.5
 
 
 def test_meta_training_on_real_curves_lowers_held_out_nll():
@@ -328,7 +325,7 @@ def test_shipped_priors_predict_linear_probing_cost_within_a_plausible_ratio_of_
 def test_degenerate_records_are_the_single_epoch_linear_probes(synthetic):
     import dataclasses
 
-    from qtt_cli.metadataset import degenerate_rows, without_degenerate
+    from qtt_cli.metadataset import degenerate_rows
 
     cs = synthetic[0]
     configs = [dataclasses.replace(c, linear_probing=i < 5) for i, c in enumerate(_configs(cs))]
@@ -504,23 +501,6 @@ def test_the_learnt_prior_mean_ranks_configurations_the_run_has_not_observed(syn
     assert rank > 0.6, rank
 
 
-def test_an_untrained_change_mean_keeps_a_started_curve_at_its_last_value(synthetic):
-    """``mean="change"`` predicts a started curve as its last value moved by a learnt change that starts at
-    zero, and an unstarted configuration at a level: before meta-training, "the curve stays where it is"."""
-    surrogate = Surrogate.new(synthetic[0].features.columns, seed=0)
-    surrogate.nets.gp.set_mean_level(0.3)
-    cs = synthetic[0]
-    rows = np.flatnonzero(cs.lengths >= 3)[:6]
-    cuts = np.array([1, 2, 3, 1, 2, 3])[: len(rows)]
-    x = surrogate.layout.rows(cs, surrogate.scaler, rows, cuts + 1, cuts)
-    predicted = surrogate.nets.gp.mean_net(torch.from_numpy(x)).detach().numpy()
-    last = np.array([cs.curves[r][k - 1] for r, k in zip(rows, cuts, strict=True)]) / 100
-    np.testing.assert_allclose(predicted, last, atol=1e-5)
-    unstarted = surrogate.layout.rows(cs, surrogate.scaler, rows, cuts + 1, np.zeros(len(rows), int))
-    np.testing.assert_allclose(surrogate.nets.gp.mean_net(torch.from_numpy(unstarted)).detach().numpy(), 0.3,
-                               atol=1e-5)  # fmt: skip
-
-
 def test_meta_training_holds_the_gp_offset_at_zero_and_a_search_refit_moves_it(synthetic):
     """With a learnt mean, the GP's constant is one dataset's offset from the meta-data's expectation.
     Left free in meta-training it drifted with the last datasets seen (+0.2, i.e. 20 points, on the real
@@ -531,30 +511,3 @@ def test_meta_training_holds_the_gp_offset_at_zero_and_a_search_refit_moves_it(s
     assert constant.item() == 0.0
     surrogate.fit([synthetic[5]], steps=20, lr=3e-3)
     assert abs(constant.item()) > 1e-3
-
-
-def test_shipped_priors_expect_a_climbing_curve_to_keep_climbing():
-    """A search continues a pipeline when its next epoch is predicted above the incumbent, and early in a
-    run that prediction is mostly the priors' learnt mean. On the three datasets meta-training held out,
-    epoch 3 given epochs 1-2 with nothing else observed: after a climb of 2 points or more (201 curves) the
-    record goes on by +2.7 points; priors whose mean predicted levels expected -5.0 (error 10.9 points),
-    the shipped ones (``mean="change"``) +2.3 (error 5.7). Flat curves (101): +1.3 recorded, -0.9 -> +1.0
-    predicted, error 5.3 -> 2.8."""
-    if not (META_DATASET / "table.csv").is_file():
-        pytest.skip(f"Quick-Tune meta-dataset not found at {META_DATASET} (it lives in ../shared next to the repo)")
-    priors = Surrogate.load(PRIORS_DIR)
-    held_out = priors.info["meta_training"]["val_datasets"]
-    assert sorted(held_out) == ["PLK", "PLT_NET", "RESISC"]
-    priors.hyper["max_context"] = 0  # condition on nothing: the learnt prior mean
-    recorded, predicted = [], []
-    for cs in load_meta_dataset(META_DATASET, datasets=held_out):
-        cs = without_degenerate(cs)
-        rows = np.flatnonzero(cs.lengths >= 3)
-        recorded.append(np.array([cs.curves[r][:3] for r in rows]))
-        predicted.append(priors.predict(cs, rows, np.full(len(rows), 3), np.full(len(rows), 2)).mean)
-    (e1, e2, e3), p3 = np.concatenate(recorded).T, np.concatenate(predicted)
-    climbed, flat = e2 - e1 >= 2, np.abs(e2 - e1) < 2
-    assert climbed.sum() > 100 and flat.sum() > 50
-    assert np.mean(p3[climbed] - e2[climbed]) > 0.5 * np.mean(e3[climbed] - e2[climbed]) > 0
-    assert np.mean(np.abs(p3[climbed] - e3[climbed])) < 8
-    assert np.mean(np.abs(p3[flat] - e3[flat])) < 4

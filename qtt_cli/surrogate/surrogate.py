@@ -51,9 +51,7 @@ DEFAULT_HYPER: dict[str, Any] = {
     "max_context": 256,  # observations the GP conditions on in predict()
     "batch_size": 256,  # observations per training step (Algorithm 2's batch)
     "horizon_targets": True,  # train on far-epoch targets too (see ``horizon_batch``), not only the next epoch
-    # the GP's prior mean: "change" (MeanNet: a started curve's change from its last value, an unstarted
-    # one's level), "learnt" (MeanNet predicting levels throughout, files written before) or "constant"
-    "mean": "change",
+    "mean": "learnt",  # the GP's prior mean: "learnt" (MeanNet, trained on the meta-data) or "constant"
 }
 
 
