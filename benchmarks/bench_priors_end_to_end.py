@@ -74,8 +74,10 @@ def main(argv: list[str] | None = None) -> None:
         runs = run_pair(data / ".", args.out, arms, args.budget, seed, args.max_epochs)
         for label, run in runs.items():
             curve = best_over_time(run)
-            records.append({"arm": label, "seed": seed, "final_val_top1": float(curve["best_val"].iloc[-1]),
-                            "test_top1": final_test_top1(run, data / "test"), "epochs_recorded": len(curve)})  # fmt: skip
+            records.append({
+                "arm": label, "seed": seed, "final_val_top1": float(curve["best_val"].iloc[-1]),
+                "test_top1": final_test_top1(run, data / "test"), "epochs_recorded": len(curve),
+            })  # fmt: skip
             print(json.dumps(records[-1]), flush=True)
     by = {(r["arm"], r["seed"]): r for r in records}
     seeds = range(args.first_seed, args.first_seed + args.seeds)
