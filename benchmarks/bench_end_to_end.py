@@ -80,27 +80,36 @@ def write_dataset(out: Path, train_per_class: int, val_per_class: int, test_per_
     return counts
 
 
-def run_side_by_side(data: Path, out: Path, budget_s: int, seed: int, weights: str, max_epochs: int) -> dict:
-    """The three optimizers at once, one thread each; returns their run directories."""
+def tune_side_by_side(
+    data: Path, out: Path, arms: dict[str, list[str]], budget_s: int, seed: int, weights: str, max_epochs: int
+) -> dict[str, Path]:
+    """One `qtt tune` per arm (label -> its own options, e.g. ``--optimizer asha``), all at once, one thread
+    each, the same data, budget, hub and seed; returns their run directories (``OUT/LABEL-seedS``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     qtt = [sys.executable, "-m", "qtt_cli"] if not (Path(sys.executable).parent / "qtt").exists() else [
         str(Path(sys.executable).parent / "qtt")
     ]  # fmt: skip
     procs, runs = {}, {}
-    for opt in OPTIMIZERS:
-        run = out / f"{opt}-seed{seed}"
-        runs[opt] = run
-        cmd = [*qtt, "tune", str(data), "--out", str(run), "--overwrite", "--budget", str(budget_s),
-               "--optimizer", opt, "--hub", "tiny", "--weights", weights, "--max-input-size", "32",
-               "--max-epochs", str(max_epochs), "--seed", str(seed), "--quiet", "--no-report", "--json"]  # fmt: skip
-        log = open(out / f"{opt}-seed{seed}.log", "w")  # noqa: SIM115 - closed when the process ends
-        procs[opt] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-    for opt, (proc, log) in procs.items():
+    for label, options in arms.items():
+        run = out / f"{label}-seed{seed}"
+        runs[label] = run
+        cmd = [*qtt, "tune", str(data), "--out", str(run), "--overwrite", "--budget", str(budget_s), *options,
+               "--hub", "tiny", "--weights", weights, "--max-input-size", "32", "--max-epochs", str(max_epochs),
+               "--seed", str(seed), "--quiet", "--no-report", "--json"]  # fmt: skip
+        log = open(out / f"{label}-seed{seed}.log", "w")  # noqa: SIM115 - closed when the process ends
+        procs[label] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+    for label, (proc, log) in procs.items():
         code = proc.wait()
         log.close()
         if code not in (0, 3):
-            raise SystemExit(f"{opt} seed {seed} failed with exit code {code}: see {out / f'{opt}-seed{seed}.log'}")
+            raise SystemExit(f"{label} seed {seed} failed with exit code {code}: see {out / f'{label}-seed{seed}.log'}")
     return runs
+
+
+def run_side_by_side(data: Path, out: Path, budget_s: int, seed: int, weights: str, max_epochs: int) -> dict:
+    """The three optimizers at once, one thread each; returns their run directories."""
+    arms = {opt: ["--optimizer", opt] for opt in OPTIMIZERS}
+    return tune_side_by_side(data, out, arms, budget_s, seed, weights, max_epochs)
 
 
 def best_over_time(run: Path) -> pd.DataFrame:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,28 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_end_to_end import best_over_time, final_test_top1, write_dataset  # noqa: E402
-
-
-def run_pair(data: Path, out: Path, arms: dict[str, Path], budget_s: int, seed: int, max_epochs: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    qtt = [sys.executable, "-m", "qtt_cli"]
-    procs, runs = {}, {}
-    for label, priors in arms.items():
-        run = out / f"{label}-seed{seed}"
-        runs[label] = run
-        cmd = [*qtt, "tune", str(data), "--out", str(run), "--overwrite", "--budget", str(budget_s),
-               "--optimizer", "quicktune", "--priors", str(priors), "--hub", "tiny", "--weights", "random",
-               "--max-input-size", "32", "--max-epochs", str(max_epochs), "--seed", str(seed), "--quiet",
-               "--no-report", "--json"]  # fmt: skip
-        log = open(out / f"{label}-seed{seed}.log", "w")  # noqa: SIM115 - closed when the process ends
-        procs[label] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-    for label, (proc, log) in procs.items():
-        code = proc.wait()
-        log.close()
-        if code not in (0, 3):
-            raise SystemExit(f"{label} seed {seed} failed with exit code {code}: see {out / f'{label}-seed{seed}.log'}")
-    return runs
+from bench_end_to_end import best_over_time, final_test_top1, tune_side_by_side, write_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     arms = {args.label_a: args.priors_a, args.label_b: args.priors_b}
     records, started = [], time.time()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        runs = run_pair(data / ".", args.out, arms, args.budget, seed, args.max_epochs)
+        options = {label: ["--optimizer", "quicktune", "--priors", str(priors)] for label, priors in arms.items()}
+        runs = tune_side_by_side(data / ".", args.out, options, args.budget, seed, "random", args.max_epochs)
         for label, run in runs.items():
             curve = best_over_time(run)
             records.append({
